@@ -1,0 +1,45 @@
+"""The ``anetrain`` command: one parser, subcommands implemented in :mod:`anetrain.commands`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from anetrain import __version__
+from anetrain.errors import AnetrainError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from anetrain.commands import mil as mil_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="anetrain",
+        description="Train and benchmark transformers on Apple's Neural Engine (or its simulator).",
+    )
+    parser.add_argument("--version", action="version", version=f"anetrain {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (mil_cmd,):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except AnetrainError as err:
+        print(f"anetrain: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("anetrain: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

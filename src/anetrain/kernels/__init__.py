@@ -1,0 +1,1 @@
+"""MIL generators for transformer kernels, built with :class:`anetrain.mil.Builder`."""

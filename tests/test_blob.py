@@ -266,9 +266,16 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["weight.bin"]
 
 
-def test_write_to_missing_directory(tmp_path):
-    with pytest.raises(WeightFileError, match=r"nope.*directory exists"):
-        write_blob_file(tmp_path / "nope" / "weight.bin", [np.ones(3, np.float32)])
+def test_write_creates_missing_directory(tmp_path):
+    path = tmp_path / "nope" / "weight.bin"
+    write_blob_file(path, [np.ones(3, np.float32)])
+    assert read_blob_file(path).read(64, np.float32).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_write_into_a_file_path_fails_clearly(tmp_path):
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(WeightFileError, match=r"cannot write weight file"):
+        write_blob_file(tmp_path / "file" / "weight.bin", [np.ones(3, np.float32)])
 
 
 def test_dtype_enum_mapping():

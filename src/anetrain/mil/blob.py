@@ -18,7 +18,6 @@ from __future__ import annotations
 import mmap as _mmap
 import os
 import struct
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from anetrain.errors import WeightFileError
+from anetrain.fsutil import atomic_write
 
 __all__ = [
     "ALIGNMENT",
@@ -235,43 +235,13 @@ class BlobWriter:
         Readers (or a crashed run) therefore see either the old file or the complete new one,
         never a truncated weight file.
         """
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
-            # os.open with 0o666 lets the umask decide permissions, as a plain open() would.
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-            )
-            with os.fdopen(fd, "wb") as f:
-                for chunk in self._chunks():
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            atomic_write(path, self._chunks())
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise WeightFileError(
                 f"{path}: cannot write weight file ({exc.strerror or exc}); "
                 "check that the directory exists and is writable"
             ) from exc
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself; best effort because not every OS/filesystem allows it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def blob_bytes(arrays: Iterable[np.ndarray]) -> tuple[bytes, list[int]]:

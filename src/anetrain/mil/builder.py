@@ -78,10 +78,17 @@ class Builder:
         lit = literal(dtype, value) if dtype is not None else literal_from_python(value)
         return self._const_literal(lit, name, "const")
 
-    def weight(self, name: str, dtype: DType, shape: Sequence[int], file: str, offset: int) -> Var:
+    def weight(
+        self, name: str, dtype: DType, shape: Sequence[int], file: str, offset: int
+    ) -> Var:
         """A ``const`` whose data is a BLOBFILE reference (``file`` under ``weights/``)."""
+        return self._const_literal(self.blob(dtype, shape, file, offset), name, name)
+
+    @staticmethod
+    def blob(dtype: DType, shape: Sequence[int], file: str, offset: int) -> Literal:
+        """A BLOBFILE literal to pass inline, e.g. as constexpr ``quantized_data``."""
         ref = BlobRef(WEIGHT_PATH.format(file), int(offset))
-        return self._const_literal(Literal(TensorType(dtype, tuple(shape)), ref), name, name)
+        return Literal(TensorType(dtype, tuple(shape)), ref)
 
     def _const_literal(self, lit: Literal, name: str | None, base: str) -> Var:
         name = self._claim(name, base)

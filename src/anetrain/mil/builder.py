@@ -151,7 +151,7 @@ class Builder:
                 inline=spec.attributes_only,
             )
         try:
-            out_type = infer_type(op_type, resolved)
+            out_type = infer_type(op_type, resolved, self.dialect.opset)
         except MILTypeError as err:
             del self.function.operations[snapshot[0] :]
             self._names = snapshot[1]

@@ -52,9 +52,15 @@ class OpSpec:
 class Args:
     """Read-only view of an operation's arguments for type inference."""
 
-    def __init__(self, op_type: str, args: Mapping[str, Arg]) -> None:
+    def __init__(self, op_type: str, args: Mapping[str, Arg], opset: str = "ios18") -> None:
         self.op_type = op_type
         self._args = args
+        self.opset = opset
+
+    @property
+    def before_ios17(self) -> bool:
+        """iOS15/16 opsets accept fewer dtypes (no int8/uint8 tensors outside constexpr ops)."""
+        return self.opset in ("ios15", "ios16")
 
     def has(self, name: str) -> bool:
         return name in self._args
@@ -161,13 +167,27 @@ CAST_TARGETS = {
 
 def _infer_cast(args: Args) -> TensorType:
     target = args.string("dtype")
-    if target not in CAST_TARGETS:
-        raise args.error(f"cannot cast to {target!r}; supported: {', '.join(CAST_TARGETS)}")
+    allowed = [k for k, v in CAST_TARGETS.items() if not args.before_ios17 or v in BASIC_DTYPES]
+    if target not in allowed:
+        raise args.error(
+            f"cannot cast to {target!r} in opset {args.opset}; supported: {', '.join(allowed)}"
+        )
+    _basic_input(args)
     return args.type("x").with_dtype(CAST_TARGETS[target])
+
+
+def _basic_input(args: Args) -> None:
+    if args.before_ios17:
+        _require_dtype(args, "x", BASIC_DTYPES)
+
+
+ARITH_DTYPES = (FP16, FP32, INT32)
+BASIC_DTYPES = (FP16, FP32, INT32, BOOL)  # what iOS15/16 data movement and cast accept
 
 
 def _infer_elementwise(args: Args) -> TensorType:
     x, y = args.type("x"), args.type("y")
+    _require_dtype(args, "x", ARITH_DTYPES)
     if x.dtype != y.dtype:
         raise args.error(f"operand dtypes differ: x is {x.dtype}, y is {y.dtype}")
     shape = broadcast_shapes(x.shape, y.shape)
@@ -195,6 +215,7 @@ def _infer_softmax(args: Args) -> TensorType:
 
 def _infer_reduce(args: Args) -> TensorType:
     x = args.type("x")
+    _require_dtype(args, "x", ARITH_DTYPES)
     axes = args.ints("axes")
     keep = args.bool("keep_dims", False)
     axes_set = set(range(x.rank)) if axes is None else {_axis(args, a, x.rank) for a in axes}
@@ -212,7 +233,10 @@ def _infer_reshape(args: Args) -> TensorType:
     x = args.type("x")
     target = args.ints("shape")
     assert target is not None
-    shape = [x.shape[i] if d == 0 and i < x.rank else d for i, d in enumerate(target)]
+    _basic_input(args)
+    if 0 in target:
+        raise args.error(f"0 in shape {target} means different things per opset; write the size")
+    shape = list(target)
     if shape.count(-1) > 1:
         raise args.error(f"at most one -1 allowed in shape {target}")
     if -1 in shape:
@@ -245,8 +269,14 @@ def _infer_slice_by_size(args: Args) -> TensorType:
     assert begin is not None and size is not None
     if len(begin) != x.rank or len(size) != x.rank:
         raise args.error(f"begin {begin} and size {size} must have rank {x.rank}")
+    _basic_input(args)
     shape = []
     for axis, (b, s, dim) in enumerate(zip(begin, size, x.shape, strict=True)):
+        if b < 0 and s == -1:
+            raise args.error(
+                f"negative begin {b} with size -1 on axis {axis} is ambiguous across "
+                "compilers; give a non-negative begin or an explicit size"
+            )
         b = b + dim if b < 0 else b
         s = dim - b if s == -1 else s
         if b < 0 or s < 0 or b + s > dim:
@@ -328,8 +358,11 @@ def _infer_matmul(args: Args) -> TensorType:
     x, y = args.type("x"), args.type("y")
     if x.dtype != y.dtype:
         raise args.error(f"operand dtypes differ: x is {x.dtype}, y is {y.dtype}")
-    if x.rank < 1 or y.rank < 1:
-        raise args.error("operands must have rank >= 1")
+    if x.rank < 2 or y.rank < 2:
+        raise args.error(
+            f"operands must have rank >= 2 (got {x.rank} and {y.rank}); reshape vectors to "
+            "[1, n] or [n, 1]"
+        )
     xs, ys = list(x.shape), list(y.shape)
     if args.bool("transpose_x", False) and x.rank >= 2:
         xs[-1], xs[-2] = xs[-2], xs[-1]
@@ -409,8 +442,12 @@ def _infer_conv(args: Args) -> TensorType:
     if w.dtype != x.dtype:
         raise args.error(f"weight dtype {w.dtype} differs from x dtype {x.dtype}")
     shape, _ = conv_output_shape(args)
-    if args.has("bias") and args.type("bias").shape != (w.shape[0],):
-        raise args.error(f"bias must have shape [{w.shape[0]}]")
+    if args.has("bias"):
+        bias = args.type("bias")
+        if bias.shape != (w.shape[0],) or bias.dtype != w.dtype:
+            raise args.error(f"bias must be {TensorType(w.dtype, (w.shape[0],))}, got {bias}")
+        if args.before_ios17 and args.get("bias").value is None:
+            raise args.error(f"bias must be a constant in opset {args.opset}")
     return TensorType(x.dtype, shape)
 
 
@@ -426,32 +463,39 @@ def _infer_sdpa(args: Args) -> TensorType:
         raise args.error(
             f"incompatible shapes query {list(q.shape)}, key {list(k.shape)}, value {list(v.shape)}"
         )
-    batch = broadcast_shapes(q.shape[:-2], broadcast_shapes(k.shape[:-2], v.shape[:-2]) or ())
-    if batch is None:
-        raise args.error("batch dimensions do not broadcast")
+    if not q.shape[:-2] == k.shape[:-2] == v.shape[:-2]:
+        raise args.error(
+            f"query {list(q.shape)}, key {list(k.shape)} and value {list(v.shape)} must share "
+            "rank and batch dimensions"
+        )
+    batch = q.shape[:-2]
     if args.has("attn_mask"):
+        _require_dtype(args, "attn_mask", (BOOL, FP16, FP32))
         mask = args.type("attn_mask")
-        if broadcast_shapes(mask.shape, (*batch, q.shape[-2], k.shape[-2])) is None:
-            raise args.error(f"attn_mask {list(mask.shape)} does not broadcast to the scores")
+        scores = (*batch, q.shape[-2], k.shape[-2])
+        if mask.shape[-1:] != (k.shape[-2],) or broadcast_shapes(mask.shape, scores) != scores:
+            raise args.error(f"attn_mask {list(mask.shape)} does not fit the scores {list(scores)}")
     return TensorType(q.dtype, (*batch, q.shape[-2], v.shape[-1]))
 
 
-def _check_quant_params(args: Args, data: TensorType, axis_required: bool) -> None:
+def _check_quant_params(args: Args, data: TensorType) -> None:
+    """coremltools' rules: a scalar scale takes no axis; a vector scale needs an axis and one
+    entry per channel on it; zero_point has the shape of scale."""
     scale = args.type("scale")
     if scale.rank > 1:
         raise args.error("scale must be a scalar or a 1-D tensor")
-    if scale.rank == 1 and scale.shape[0] > 1:
+    if scale.rank == 0 and args.has("axis"):
+        raise args.error("'axis' must be absent when scale is a scalar")
+    if scale.rank == 1:
         if not args.has("axis"):
-            if axis_required:
-                raise args.error("per-channel scale needs 'axis'")
-            raise args.error("per-channel scale needs 'axis'")
+            raise args.error("a per-channel (1-D) scale needs 'axis'")
         axis = _axis(args, args.int("axis"), data.rank)
         if scale.shape[0] != data.shape[axis]:
             raise args.error(
                 f"scale has {scale.shape[0]} entries, axis {axis} has {data.shape[axis]}"
             )
-    if args.has("zero_point") and args.type("zero_point").shape not in ((), scale.shape, (1,)):
-        raise args.error("zero_point must match the shape of scale")
+    if args.has("zero_point") and args.type("zero_point").shape != scale.shape:
+        raise args.error("zero_point must have the shape of scale")
 
 
 def _infer_constexpr_affine_dequantize(args: Args) -> TensorType:
@@ -460,8 +504,14 @@ def _infer_constexpr_affine_dequantize(args: Args) -> TensorType:
     scale_dtype = _require_dtype(args, "scale", FLOAT_DTYPES)
     if args.type("zero_point").dtype != data.dtype:
         raise args.error("zero_point must have the dtype of quantized_data")
-    _axis(args, args.int("axis"), data.rank)
-    _check_quant_params(args, data, axis_required=True)
+    axis = _axis(args, args.int("axis"), data.rank)
+    for key in ("scale", "zero_point"):
+        t = args.type(key)
+        if t.rank > 1 or (t.rank == 1 and t.shape[0] != data.shape[axis]):
+            raise args.error(
+                f"'{key}' must be a scalar or have {data.shape[axis]} entries (axis {axis}), "
+                f"got {list(t.shape)}"
+            )
     return data.with_dtype(scale_dtype)
 
 
@@ -476,7 +526,9 @@ def _infer_quantize(args: Args) -> TensorType:
     out = args.string("output_dtype")
     if out not in QUANT_OUTPUTS:
         raise args.error(f"output_dtype must be int8 or uint8, got {out!r}")
-    _check_quant_params(args, data, axis_required=False)
+    if not np.all(np.asarray(args.value("scale"), dtype=np.float64)):
+        raise args.error("scale must be non-zero")
+    _check_quant_params(args, data)
     if args.has("zero_point") and args.type("zero_point").dtype != QUANT_OUTPUTS[out]:
         raise args.error("zero_point must have the output dtype")
     return data.with_dtype(QUANT_OUTPUTS[out])
@@ -486,7 +538,7 @@ def _infer_dequantize(args: Args) -> TensorType:
     data = args.type("input")
     _require_dtype(args, "input", QUANT_DTYPES)
     scale_dtype = _require_dtype(args, "scale", FLOAT_DTYPES)
-    _check_quant_params(args, data, axis_required=False)
+    _check_quant_params(args, data)
     if args.has("zero_point") and args.type("zero_point").dtype != data.dtype:
         raise args.error("zero_point must have the dtype of input")
     return data.with_dtype(scale_dtype)
@@ -672,10 +724,10 @@ register(
 )
 
 
-def infer_type(op_type: str, args: Mapping[str, Arg]) -> TensorType:
-    """Validate ``args`` against the registry and return the output type."""
+def infer_type(op_type: str, args: Mapping[str, Arg], opset: str = "ios18") -> TensorType:
+    """Validate ``args`` against the registry (dtype rules of ``opset``); the output type."""
     spec = get_spec(op_type)
-    view = Args(op_type, args)
+    view = Args(op_type, args, opset)
     for name in args:
         if name == "name":
             continue

@@ -65,6 +65,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = tokenize(text)
         self.i = 0
+        self.opset = "ios18"
 
     # ---- token helpers --------------------------------------------------------------------
 
@@ -199,6 +200,7 @@ class _Parser:
         self.expect(">")
         self.expect("(")
         fn = Function(name, opset, inputs=[])
+        self.opset = opset
         scope: dict[str, Var] = {}
         while not self.at(")"):
             t = self.type()
@@ -275,7 +277,7 @@ class _Parser:
         if spec.attributes_only:
             args.update({k: v for k, v in attributes.items() if k != "name"})
         try:
-            inferred = infer_type(op_tok.text, args)
+            inferred = infer_type(op_tok.text, args, self.opset)
         except MILTypeError as err:
             raise self.type_error(err.message, op_tok) from None
         if inferred != declared:

@@ -1,0 +1,86 @@
+"""Shared helpers for model file formats: the error type, atomic writes, bounded reads."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from anetrain.errors import AnetrainError
+
+
+class ModelFileError(AnetrainError, ValueError):
+    """A model/checkpoint file is truncated, oversized, or has an unsupported header."""
+
+
+def write_atomic(path: str | Path, chunks: Iterable[bytes | np.ndarray]) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for c in chunks:
+                if isinstance(c, np.ndarray):
+                    np.ascontiguousarray(c, dtype="<f4").tofile(f)
+                else:
+                    f.write(c)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Reader:
+    """Sequential little-endian reads from a memory map; size errors name the file."""
+
+    def __init__(self, path: str | Path, offset: int = 0):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: no such file")
+        size = self.path.stat().st_size
+        if size == 0:
+            raise ModelFileError(f"{self.path}: file is empty")
+        self.buf = np.memmap(self.path, dtype=np.uint8, mode="r")
+        self.pos = offset
+
+    @property
+    def size(self) -> int:
+        return int(self.buf.size)
+
+    def raw(self, n: int, what: str) -> bytes:
+        """``n`` bytes (for struct headers)."""
+        if self.pos + n > self.buf.size:
+            raise ModelFileError(
+                f"{self.path}: file too short for {what}: needs {self.pos + n} bytes, "
+                f"has {self.buf.size}"
+            )
+        out = self.buf[self.pos : self.pos + n].tobytes()
+        self.pos += n
+        return out
+
+    def f32(self, n: int, what: str) -> np.ndarray:
+        end = self.pos + 4 * n
+        if end > self.buf.size:
+            raise ModelFileError(
+                f"{self.path}: truncated while reading {what}: needs bytes "
+                f"{self.pos}..{end}, file has {self.buf.size}"
+            )
+        out = self.buf[self.pos : end].view("<f4")  # read-only view; callers copy
+        self.pos = end
+        return out
+
+    def skip_f32(self, n: int) -> None:
+        self.pos += 4 * n
+
+    def expect_end(self, expected_total: int, layout: str) -> None:
+        if self.buf.size != expected_total:
+            kind = "too short" if self.buf.size < expected_total else "too long"
+            raise ModelFileError(
+                f"{self.path}: file is {kind} for its header: {self.buf.size} bytes, "
+                f"expected {expected_total} ({layout})"
+            )

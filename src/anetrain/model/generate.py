@@ -1,0 +1,99 @@
+"""Sampling and autoregressive generation on the NumPy reference (KV-cache decode).
+
+Prompt prefill runs through the batched forward, then one :func:`forward_step` per new token,
+as in maderix's dashboard ``generate_text`` (seed-inventory §6.2) and llama2.c ``run.c``.
+Timing (tokens/s) is the caller's job. Not a serving engine: batch 1, fp32, CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from anetrain.model.config import ModelConfig
+from anetrain.model.params import Params
+from anetrain.model.reference import KVCache, forward_step, prefill
+
+
+def sample_logits(
+    logits: np.ndarray,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> int:
+    """Draw one token id from logits [V].
+
+    ``temperature <= 0`` is greedy (argmax). ``top_k`` keeps the k most likely tokens, ``top_p``
+    the smallest set whose probability mass reaches p (always at least the top token); both may
+    be combined (top-k first). Ties in the cut-off keep the lower token ids.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 1 or logits.size == 0:
+        raise ValueError(f"logits must be a non-empty 1-D array, got shape {logits.shape}")
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    order = np.argsort(-logits, kind="stable")  # [V] most likely first
+    z = logits[order] / temperature
+    if top_k is not None:
+        z = z[:top_k]
+    probs = np.exp(z - z[0])
+    probs /= probs.sum()
+    if top_p is not None and top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(probs), top_p)) + 1  # first index reaching p
+        probs = probs[: min(keep, probs.size)]
+        probs /= probs.sum()
+    u = rng.random()
+    idx = min(int(np.searchsorted(np.cumsum(probs), u, side="right")), probs.size - 1)
+    return int(order[idx])
+
+
+def generate(
+    params: Params,
+    config: ModelConfig,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    on_token: Callable[[int], None] | None = None,
+    stop_ids: Iterable[int] = (),
+) -> list[int]:
+    """New token ids after ``prompt_ids`` (the prompt is not included).
+
+    Stops after ``max_new_tokens``, at a token in ``stop_ids`` (included in the result), or when
+    prompt + output reach ``config.seq_len`` tokens (as llama2.c caps ``steps``; raise it with
+    ``config.replace(seq_len=...)``). ``config`` must match the params' architecture.
+    ``on_token(id)`` is called as each token is produced (for streaming output).
+    """
+    if config.arch_hash() != params.config.arch_hash():
+        raise ValueError(f"config does not match params: {params.config.diff(config)}")
+    prompt = [int(t) for t in prompt_ids]
+    if not prompt:
+        raise ValueError("prompt_ids must hold at least one token (e.g. BOS)")
+    if len(prompt) >= config.seq_len:
+        raise ValueError(
+            f"prompt of {len(prompt)} tokens leaves no room in seq_len {config.seq_len}"
+        )
+    stops = set(stop_ids)
+    rng = np.random.default_rng(seed)
+    kv = KVCache.empty(config, config.seq_len, dtype=params.dtype)
+    logits = prefill(params, np.array(prompt, dtype=np.int64), kv)  # [V]
+    out: list[int] = []
+    pos = len(prompt)
+    while len(out) < max_new_tokens:
+        tok = sample_logits(logits, rng, temperature, top_k, top_p)
+        out.append(tok)
+        if on_token is not None:
+            on_token(tok)
+        if tok in stops or pos + 1 >= config.seq_len:  # sequence is now pos + 1 long
+            break
+        logits = forward_step(params, tok, pos, kv)
+        pos += 1
+    return out

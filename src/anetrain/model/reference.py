@@ -1,0 +1,445 @@
+"""The NumPy reference model: the one place the math lives, as forward/backward pairs.
+
+This is the clean, slow oracle (llm.c ``train_gpt2.c`` style) that kernels, the training loop
+and generation are checked against; it is not the fast path. Layout is token-major
+``[B, T, C]`` with weights ``[out, in]`` (``y = x @ W.T``); the ANE path uses channel-first
+``[C, S]``, so compare there after a transpose. Every forward returns what its backward reads;
+backwards return the input gradient and accumulate weight gradients with ``+=``.
+
+Glossary: B batch, T time, D dim, H ffn hidden, NH/KVH query/kv heads, HD head dim,
+QD = NH*HD, KVD = KVH*HD, R = NH // KVH (query head h reads kv head h // R), V vocab.
+Maths: seed-inventory §5.4 (dataflow), §4.3 (interleaved RoPE, GQA). Deliberately *not* copied
+(§9.10): the CPU rmsnorm_bwd w-factor bug and the forward's ``h % KVH`` GQA pairing.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from anetrain.model.config import ModelConfig
+from anetrain.model.params import LayerParams, Params
+
+# ---------------------------------------------------------------------------------------------
+# layer ops: forward/backward pairs
+
+
+def embedding_forward(tokens: np.ndarray, embed: np.ndarray) -> np.ndarray:
+    """tokens [B,T] int, embed [V,D] -> x [B,T,D]."""
+    return embed[tokens]
+
+
+def embedding_backward(dembed: np.ndarray, dx: np.ndarray, tokens: np.ndarray) -> None:
+    """dembed [V,D] += scatter of dx [B,T,D] by token id."""
+    np.add.at(dembed, tokens.reshape(-1), dx.reshape(-1, dx.shape[-1]))
+
+
+def rmsnorm_forward(x: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """out = x * rrms * w, rrms = (mean(x^2) + eps)^-1/2.  x [...,D] -> [...,D], rrms [...,1]."""
+    rrms = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # [...,1]
+    return x * rrms * w, rrms
+
+
+def rmsnorm_backward(
+    dw: np.ndarray, dout: np.ndarray, x: np.ndarray, w: np.ndarray, rrms: np.ndarray
+) -> np.ndarray:
+    """dx = rrms * (w*dout - x * rrms^2 * sum(w*dout*x)/D); dw += sum(dout * x * rrms).
+
+    The ``w`` multiplies only the first term (maderix's CPU version also scales the second: §5.8).
+    """
+    D = x.shape[-1]
+    dw += np.sum((dout * x * rrms).reshape(-1, D), axis=0)  # [D]
+    wdy = dout * w  # [...,D]
+    dot = np.sum(wdy * x, axis=-1, keepdims=True) * (rrms * rrms) / D  # [...,1]
+    return rrms * (wdy - x * dot)  # term 1 - term 2
+
+
+def matmul_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x [...,IN], w [OUT,IN] -> out [...,OUT] (a 1x1 conv on the ANE)."""
+    return x @ w.T
+
+
+def matmul_backward(dw: np.ndarray, dout: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """dw [OUT,IN] += dout^T x (over all tokens); returns dx = dout @ w [...,IN]."""
+    dw += dout.reshape(-1, dout.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+    return dout @ w
+
+
+def rope_tables(
+    head_dim: int, positions: np.ndarray, base: float, dtype: npt.DTypeLike = np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin [P, HD/2] of theta_i(pos) = pos / base^(2i/HD) (llama2.c ``freqs_cos/sin``)."""
+    inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # [HD/2]
+    theta = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]  # [P,HD/2]
+    return np.cos(theta).astype(dtype), np.sin(theta).astype(dtype)
+
+
+def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate interleaved pairs (2i, 2i+1) of x [...,HD]; cos/sin broadcast to x[..., ::2]."""
+    x0, x1 = x[..., 0::2], x[..., 1::2]  # [...,HD/2] each
+    out = np.empty_like(x)
+    out[..., 0::2] = x0 * cos - x1 * sin
+    out[..., 1::2] = x0 * sin + x1 * cos
+    return out
+
+
+def rope_backward(dout: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """The inverse rotation: (d0 cos + d1 sin, -d0 sin + d1 cos)."""
+    d0, d1 = dout[..., 0::2], dout[..., 1::2]
+    dx = np.empty_like(dout)
+    dx[..., 0::2] = d0 * cos + d1 * sin
+    dx[..., 1::2] = -d0 * sin + d1 * cos
+    return dx
+
+
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Causal GQA softmax(q k^T / sqrt(HD) + mask) v.
+
+    q [B,NH,T,HD], k/v [B,KVH,T,HD] -> out [B,NH,T,HD], att [B,NH,T,T] (probabilities).
+    Query head ``h = kv*R + r`` reads kv head ``h // R`` (HF ``repeat_kv``); no tiled copy is made.
+    """
+    B, NH, T, HD = q.shape
+    KVH = k.shape[1]
+    R = NH // KVH
+    qg = q.reshape(B, KVH, R, T, HD)  # [B,KVH,R,T,HD]
+    scores = (qg @ k[:, :, None].swapaxes(-1, -2)) * HD**-0.5  # [B,KVH,R,T,T]
+    scores = np.where(_causal(T), scores, -np.inf)
+    scores -= scores.max(axis=-1, keepdims=True)
+    att = np.exp(scores)
+    att /= att.sum(axis=-1, keepdims=True)  # [B,KVH,R,T,T]
+    out = att @ v[:, :, None]  # [B,KVH,R,T,HD]
+    return out.reshape(B, NH, T, HD), att.reshape(B, NH, T, T)
+
+
+def attention_backward(
+    dout: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, att: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dout [B,NH,T,HD] -> dq [B,NH,T,HD], dk/dv [B,KVH,T,HD] (summed over each kv group)."""
+    B, NH, T, HD = q.shape
+    KVH = k.shape[1]
+    R = NH // KVH
+    dog = dout.reshape(B, KVH, R, T, HD)  # [B,KVH,R,T,HD]
+    attg = att.reshape(B, KVH, R, T, T)  # [B,KVH,R,T,T]
+    dv = (attg.swapaxes(-1, -2) @ dog).sum(axis=2)  # [B,KVH,T,HD]
+    datt = dog @ v[:, :, None].swapaxes(-1, -2)  # [B,KVH,R,T,T]
+    dscores = attg * (datt - np.sum(datt * attg, axis=-1, keepdims=True))  # softmax backward
+    dscores *= HD**-0.5
+    dq = (dscores @ k[:, :, None]).reshape(B, NH, T, HD)  # [B,NH,T,HD]
+    dk = (dscores.swapaxes(-1, -2) @ q.reshape(B, KVH, R, T, HD)).sum(axis=2)  # [B,KVH,T,HD]
+    return dq, dk, dv
+
+
+def swiglu_forward(h1: np.ndarray, h3: np.ndarray) -> np.ndarray:
+    """gate = silu(h1) * h3.   h1/h3 [...,H] -> gate [...,H]."""
+    return h1 * _sigmoid(h1) * h3
+
+
+def swiglu_backward(
+    dgate: np.ndarray, h1: np.ndarray, h3: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """dh1 = dgate*h3*sig*(1 + h1*(1-sig)), dh3 = dgate*silu(h1) (seed §5.4 step 2)."""
+    sig = _sigmoid(h1)
+    dh3 = dgate * h1 * sig
+    dh1 = dgate * h3 * sig * (1.0 + h1 * (1.0 - sig))
+    return dh1, dh3
+
+
+def residual_forward(x: np.ndarray, branch: np.ndarray, alpha: float) -> np.ndarray:
+    """x + alpha*branch (alpha = 1/sqrt(2L) with DeepNet residual scaling, else 1)."""
+    return x + alpha * branch if alpha != 1.0 else x + branch
+
+
+def residual_backward(dout: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """-> dx, dbranch."""
+    return dout, alpha * dout if alpha != 1.0 else dout
+
+
+def crossentropy_forward(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """logits [B,T,V], targets [B,T] -> losses [B,T] (-log p_target), probs [B,T,V]."""
+    m = logits.max(axis=-1, keepdims=True)  # [B,T,1]
+    e = np.exp(logits - m)  # [B,T,V]
+    z = e.sum(axis=-1, keepdims=True)  # [B,T,1]
+    probs = e / z
+    picked = np.take_along_axis(logits, targets[..., None], axis=-1)  # [B,T,1]
+    losses = (np.log(z) + m - picked)[..., 0]  # logsumexp - logit_target, [B,T]
+    return losses, probs
+
+
+def crossentropy_softmax_backward(
+    dlosses: np.ndarray, probs: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
+    """Fused softmax + CE backward: dlogits = (probs - onehot(target)) * dloss.  -> [B,T,V]."""
+    dlogits = probs * dlosses[..., None]
+    np.put_along_axis(
+        dlogits,
+        targets[..., None],
+        np.take_along_axis(dlogits, targets[..., None], axis=-1) - dlosses[..., None],
+        axis=-1,
+    )
+    return dlogits
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+@dataclass
+class LayerCache:
+    """What a block's forward writes and its backward reads."""
+
+    x: np.ndarray  # [B,T,D]    block input (residual stream)
+    rrms1: np.ndarray  # [B,T,1]
+    xn: np.ndarray  # [B,T,D]   rmsnorm(x) * rms_att
+    q: np.ndarray  # [B,NH,T,HD]  after RoPE
+    k: np.ndarray  # [B,KVH,T,HD] after RoPE
+    v: np.ndarray  # [B,KVH,T,HD]
+    att: np.ndarray  # [B,NH,T,T] softmax probabilities
+    ao: np.ndarray  # [B,T,QD]  attention output, Wo input
+    x2: np.ndarray  # [B,T,D]   x + alpha * Wo ao
+    rrms2: np.ndarray  # [B,T,1]
+    x2n: np.ndarray  # [B,T,D]
+    h1: np.ndarray  # [B,T,H]   W1 x2n
+    h3: np.ndarray  # [B,T,H]   W3 x2n
+    gate: np.ndarray  # [B,T,H] silu(h1) * h3
+
+
+@dataclass
+class Cache:
+    """Everything :func:`backward` needs from :func:`forward`."""
+
+    config: ModelConfig
+    params: Params  # the params actually used (cast to the compute dtype)
+    tokens: np.ndarray  # [B,T] int
+    targets: np.ndarray | None  # [B,T] int
+    cos: np.ndarray  # [T,HD/2]
+    sin: np.ndarray  # [T,HD/2]
+    layers: list[LayerCache]
+    xf: np.ndarray  # [B,T,D]  final residual stream
+    rrmsf: np.ndarray  # [B,T,1]
+    xfn: np.ndarray  # [B,T,D]  final rmsnorm output, classifier input
+    probs: np.ndarray | None  # [B,T,V]
+
+
+def layer_forward(
+    p: LayerParams, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, cfg: ModelConfig
+) -> tuple[np.ndarray, LayerCache]:
+    """One block. x [B,T,D] -> x_next [B,T,D]; cos/sin [T,HD/2]."""
+    B, T, _ = x.shape
+    NH, KVH, HD, a = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.res_alpha
+    c, s = cos[:, None, :], sin[:, None, :]  # [T,1,HD/2], broadcast over heads
+    # attention rmsnorm
+    xn, rrms1 = rmsnorm_forward(x, p.rms_att, cfg.norm_eps)  # [B,T,D], [B,T,1]
+    # qkv projections, RoPE, heads first
+    q = rope_forward(matmul_forward(xn, p.wq).reshape(B, T, NH, HD), c, s)  # [B,T,NH,HD]
+    k = rope_forward(matmul_forward(xn, p.wk).reshape(B, T, KVH, HD), c, s)  # [B,T,KVH,HD]
+    v = matmul_forward(xn, p.wv).reshape(B, T, KVH, HD)  # [B,T,KVH,HD]
+    q, k, v = (np.ascontiguousarray(t.transpose(0, 2, 1, 3)) for t in (q, k, v))
+    # causal GQA attention
+    o, att = attention_forward(q, k, v)  # [B,NH,T,HD], [B,NH,T,T]
+    ao = o.transpose(0, 2, 1, 3).reshape(B, T, NH * HD)  # [B,T,QD]
+    # output projection, residual
+    x2 = residual_forward(x, matmul_forward(ao, p.wo), a)  # [B,T,D]
+    # ffn rmsnorm, SwiGLU, residual
+    x2n, rrms2 = rmsnorm_forward(x2, p.rms_ffn, cfg.norm_eps)  # [B,T,D], [B,T,1]
+    h1 = matmul_forward(x2n, p.w1)  # [B,T,H]
+    h3 = matmul_forward(x2n, p.w3)  # [B,T,H]
+    gate = swiglu_forward(h1, h3)  # [B,T,H]
+    x_next = residual_forward(x2, matmul_forward(gate, p.w2), a)  # [B,T,D]
+    return x_next, LayerCache(x, rrms1, xn, q, k, v, att, ao, x2, rrms2, x2n, h1, h3, gate)
+
+
+def layer_backward(
+    dp: LayerParams,
+    dx_next: np.ndarray,
+    p: LayerParams,
+    lc: LayerCache,
+    cos: np.ndarray,
+    sin: np.ndarray,
+    cfg: ModelConfig,
+) -> np.ndarray:
+    """The same list as :func:`layer_forward`, reversed. dx_next [B,T,D] -> dx [B,T,D]."""
+    B, T, _ = dx_next.shape
+    NH, KVH, HD, a = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.res_alpha
+    c, s = cos[:, None, :], sin[:, None, :]
+    # ffn branch
+    dx2, dffn = residual_backward(dx_next, a)  # [B,T,D]
+    dgate = matmul_backward(dp.w2, dffn, lc.gate, p.w2)  # [B,T,H]
+    dh1, dh3 = swiglu_backward(dgate, lc.h1, lc.h3)  # [B,T,H]
+    dx2n = matmul_backward(dp.w1, dh1, lc.x2n, p.w1)  # [B,T,D]
+    dx2n += matmul_backward(dp.w3, dh3, lc.x2n, p.w3)
+    dx2 = dx2 + rmsnorm_backward(dp.rms_ffn, dx2n, lc.x2, p.rms_ffn, lc.rrms2)  # [B,T,D]
+    # attention branch
+    dx, dattn = residual_backward(dx2, a)  # [B,T,D]
+    dao = matmul_backward(dp.wo, dattn, lc.ao, p.wo)  # [B,T,QD]
+    do = dao.reshape(B, T, NH, HD).transpose(0, 2, 1, 3)  # [B,NH,T,HD]
+    dq, dk, dv = attention_backward(do, lc.q, lc.k, lc.v, lc.att)
+    dq = rope_backward(dq.transpose(0, 2, 1, 3), c, s).reshape(B, T, NH * HD)  # [B,T,QD]
+    dk = rope_backward(dk.transpose(0, 2, 1, 3), c, s).reshape(B, T, KVH * HD)  # [B,T,KVD]
+    dv = dv.transpose(0, 2, 1, 3).reshape(B, T, KVH * HD)  # [B,T,KVD]
+    dxn = matmul_backward(dp.wq, dq, lc.xn, p.wq)  # [B,T,D]
+    dxn += matmul_backward(dp.wk, dk, lc.xn, p.wk)
+    dxn += matmul_backward(dp.wv, dv, lc.xn, p.wv)
+    return dx + rmsnorm_backward(dp.rms_att, dxn, lc.x, p.rms_att, lc.rrms1)
+
+
+def forward(
+    params: Params,
+    tokens: np.ndarray,
+    targets: np.ndarray | None = None,
+    dtype: npt.DTypeLike = np.float32,
+) -> tuple[np.ndarray, float | None, Cache]:
+    """tokens [B,T] -> logits [B,T,V], mean CE loss (None without targets), cache.
+
+    ``dtype=np.float64`` computes on a float64 copy of the params (for gradient checks).
+    """
+    cfg = params.config
+    tokens = _check_tokens(tokens, cfg, "tokens")
+    if targets is not None:
+        targets = _check_tokens(targets, cfg, "targets")
+        if targets.shape != tokens.shape:
+            raise ValueError(f"targets {targets.shape} must match tokens {tokens.shape}")
+    p = params.astype(dtype)
+    T = tokens.shape[1]
+    cos, sin = rope_tables(cfg.head_dim, np.arange(T), cfg.rope_base, dtype)  # [T,HD/2]
+    x = embedding_forward(tokens, p["embed"])  # [B,T,D]
+    layers = []
+    for i in range(cfg.n_layers):
+        x, lc = layer_forward(p.layer(i), x, cos, sin, cfg)
+        layers.append(lc)
+    xfn, rrmsf = rmsnorm_forward(x, p["rms_final"], cfg.norm_eps)  # [B,T,D]
+    logits = matmul_forward(xfn, p["embed"])  # [B,T,V] tied classifier
+    loss, probs = None, None
+    if targets is not None:
+        losses, probs = crossentropy_forward(logits, targets)  # [B,T], [B,T,V]
+        loss = float(losses.mean())
+    cache = Cache(cfg, p, tokens, targets, cos, sin, layers, x, rrmsf, xfn, probs)
+    return logits, loss, cache
+
+
+def backward(params: Params, cache: Cache, dloss: float = 1.0) -> Params:
+    """Gradients of ``dloss * mean CE`` w.r.t. every parameter (same dtype as the forward).
+
+    ``dloss`` seeds the chain rule; pass the loss scale here (maderix multiplies dlogits by 256).
+    """
+    if cache.targets is None or cache.probs is None:
+        raise ValueError("backward needs a forward pass that was given targets")
+    if params.config != cache.config:
+        raise ValueError("params and cache come from different configs")
+    cfg, p = cache.config, cache.params
+    grads = p.zeros_like()
+    B, T = cache.tokens.shape
+    # kick off the chain rule: each token's loss enters the mean with weight 1/(B*T)
+    dlosses = np.full((B, T), dloss / (B * T), dtype=grads.dtype)  # [B,T]
+    dlogits = crossentropy_softmax_backward(dlosses, cache.probs, cache.targets)  # [B,T,V]
+    dxfn = matmul_backward(grads["embed"], dlogits, cache.xfn, p["embed"])  # [B,T,D]
+    dx = rmsnorm_backward(grads["rms_final"], dxfn, cache.xf, p["rms_final"], cache.rrmsf)
+    for i in reversed(range(cfg.n_layers)):
+        dx = layer_backward(
+            grads.layer(i), dx, p.layer(i), cache.layers[i], cache.cos, cache.sin, cfg
+        )
+    embedding_backward(grads["embed"], dx, cache.tokens)
+    return grads
+
+
+# ---------------------------------------------------------------------------------------------
+# single-token decode with a KV cache (generation)
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys (after RoPE) and values for positions ``[0, length)``."""
+
+    k: np.ndarray  # [L,KVH,S,HD]
+    v: np.ndarray  # [L,KVH,S,HD]
+    length: int = 0
+
+    @classmethod
+    def empty(
+        cls, cfg: ModelConfig, max_len: int | None = None, dtype: npt.DTypeLike = np.float32
+    ) -> KVCache:
+        shape = (cfg.n_layers, cfg.n_kv_heads, max_len or cfg.seq_len, cfg.head_dim)
+        return cls(np.zeros(shape, dtype=dtype), np.zeros(shape, dtype=dtype))
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+
+def forward_step(params: Params, token: int, pos: int, kv_cache: KVCache) -> np.ndarray:
+    """Logits [V] for ``token`` at position ``pos``; writes K/V at ``pos`` (llama2.c ``forward``).
+
+    Computes in the params' dtype. Positions ``< pos`` must already be in the cache.
+    """
+    cfg = params.config
+    NH, KVH, HD, R, a = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.gqa_ratio, cfg.res_alpha
+    if not 0 <= pos < kv_cache.capacity:
+        raise ValueError(f"pos {pos} outside the KV cache (capacity {kv_cache.capacity})")
+    if pos > kv_cache.length:
+        raise ValueError(f"pos {pos} skips positions: cache holds {kv_cache.length}")
+    if not 0 <= token < cfg.vocab_size:
+        raise ValueError(f"token {token} outside vocab [0, {cfg.vocab_size})")
+    cos, sin = rope_tables(HD, np.array([pos]), cfg.rope_base, params.dtype)  # [1,HD/2]
+    x = params["embed"][token].copy()  # [D]
+    for i in range(cfg.n_layers):
+        p = params.layer(i)
+        # attention rmsnorm, qkv matvecs for this position, RoPE
+        xn, _ = rmsnorm_forward(x, p.rms_att, cfg.norm_eps)  # [D]
+        q = rope_forward((p.wq @ xn).reshape(NH, HD), cos, sin)  # [NH,HD]
+        kv_cache.k[i, :, pos] = rope_forward((p.wk @ xn).reshape(KVH, HD), cos, sin)
+        kv_cache.v[i, :, pos] = (p.wv @ xn).reshape(KVH, HD)
+        keys = kv_cache.k[i, :, : pos + 1]  # [KVH,P,HD]
+        vals = kv_cache.v[i, :, : pos + 1]  # [KVH,P,HD]
+        # attention over the cache (causal by construction), query head h -> kv head h // R
+        scores = q.reshape(KVH, R, HD) @ keys.swapaxes(-1, -2) * HD**-0.5  # [KVH,R,P]
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        scores /= scores.sum(axis=-1, keepdims=True)
+        ao = (scores @ vals).reshape(NH * HD)  # [QD]
+        # residual connections back into x
+        x2 = residual_forward(x, p.wo @ ao, a)  # [D]
+        x2n, _ = rmsnorm_forward(x2, p.rms_ffn, cfg.norm_eps)  # [D]
+        x = residual_forward(x2, p.w2 @ swiglu_forward(p.w1 @ x2n, p.w3 @ x2n), a)  # [D]
+    kv_cache.length = max(kv_cache.length, pos + 1)
+    xfn, _ = rmsnorm_forward(x, params["rms_final"], cfg.norm_eps)  # [D]
+    return params["embed"] @ xfn  # [V]
+
+
+def prefill(params: Params, tokens: np.ndarray, kv_cache: KVCache) -> np.ndarray:
+    """Run a prompt [T] through the batched forward, fill the cache, return the last logits [V]."""
+    T = len(tokens)
+    if kv_cache.capacity < T:
+        raise ValueError(f"prompt of {T} tokens exceeds the KV cache ({kv_cache.capacity})")
+    logits, _, cache = forward(params, np.asarray(tokens)[None, :], dtype=params.dtype)
+    for i, lc in enumerate(cache.layers):
+        kv_cache.k[i, :, :T] = lc.k[0]
+        kv_cache.v[i, :, :T] = lc.v[0]
+    kv_cache.length = T
+    return logits[0, -1]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free logistic: 0.5 * (1 + tanh(x/2))."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@functools.lru_cache(maxsize=8)
+def _causal(T: int) -> np.ndarray:
+    """[T,T] bool, True where key position <= query position (read-only, cached per T)."""
+    mask = np.tril(np.ones((T, T), dtype=bool))
+    mask.flags.writeable = False
+    return mask
+
+
+def _check_tokens(t: np.ndarray, cfg: ModelConfig, what: str) -> np.ndarray:
+    t = np.asarray(t)
+    if t.ndim != 2 or not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"{what} must be a 2-D integer array [B,T], got {t.dtype} {t.shape}")
+    if t.size and (t.min() < 0 or t.max() >= cfg.vocab_size):
+        raise ValueError(f"{what} ids must be in [0, {cfg.vocab_size}), got {t.min()}..{t.max()}")
+    return t

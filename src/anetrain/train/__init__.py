@@ -1,0 +1,1 @@
+"""Training: the kernel pipeline step, optimizer, schedules, loss scaling, loop and telemetry."""

@@ -24,11 +24,16 @@ from anetrain.mil.ir import (
     Program,
     Var,
 )
-from anetrain.mil.ops import get_spec, infer_type, literal, literal_from_python
+from anetrain.mil.ops import OpSpec, get_spec, infer_type, literal, literal_from_python
 from anetrain.mil.types import STRING, DType, TensorType
 
 WEIGHT_PATH = "@model_path/weights/{}"
 _NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED = frozenset({"true", "false", "inf", "nan", "BLOBFILE"})  # literals to the parser
+
+
+def _valid_name(name: str) -> bool:
+    return bool(_NAME_OK.match(name)) and name not in RESERVED
 
 
 class Builder:
@@ -44,7 +49,7 @@ class Builder:
 
     def unique(self, base: str) -> str:
         """``base`` if unused, else ``base_1``, ``base_2``, ..."""
-        if not _NAME_OK.match(base):
+        if not _valid_name(base):
             raise ValueError(f"invalid MIL identifier {base!r}")
         if base not in self._names:
             return base
@@ -61,7 +66,7 @@ class Builder:
             name = self.unique(base)
         elif name in self._names:
             raise ValueError(f"name {name!r} is already used in this function")
-        elif not _NAME_OK.match(name):
+        elif not _valid_name(name):
             raise ValueError(f"invalid MIL identifier {name!r}")
         self._names.add(name)
         return name
@@ -78,9 +83,7 @@ class Builder:
         lit = literal(dtype, value) if dtype is not None else literal_from_python(value)
         return self._const_literal(lit, name, "const")
 
-    def weight(
-        self, name: str, dtype: DType, shape: Sequence[int], file: str, offset: int
-    ) -> Var:
+    def weight(self, name: str, dtype: DType, shape: Sequence[int], file: str, offset: int) -> Var:
         """A ``const`` whose data is a BLOBFILE reference (``file`` under ``weights/``)."""
         return self._const_literal(self.blob(dtype, shape, file, offset), name, name)
 
@@ -134,14 +137,23 @@ class Builder:
             if key in bound:
                 raise TypeError(f"{op_type}() got multiple values for '{key}'")
             bound[key] = value
-        snapshot = (len(self.function.operations), set(self._names))
+        snapshot = (len(self.function.operations), set(self._names), dict(self._counters))
+        try:
+            return self._add_op(spec, op_type, name, bound)
+        except Exception:
+            del self.function.operations[snapshot[0] :]
+            self._names, self._counters = snapshot[1], snapshot[2]
+            raise
+
+    def _add_op(self, spec: OpSpec, op_type: str, name: str | None, bound: dict[str, Any]) -> Var:
         out_name = self._claim(name, op_type)
         resolved: dict[str, Arg] = {}
         for param in spec.params:
             if param.name in bound and bound[param.name] is not None:
                 value = bound[param.name]
             elif param.default is not None:
-                value = literal(*param.default)
+                default = param.default(bound) if callable(param.default) else param.default
+                value = literal(*default)
             else:
                 continue
             resolved[param.name] = self._as_arg(
@@ -153,8 +165,6 @@ class Builder:
         try:
             out_type = infer_type(op_type, resolved, self.dialect.opset)
         except MILTypeError as err:
-            del self.function.operations[snapshot[0] :]
-            self._names = snapshot[1]
             raise MILTypeError(f"{err.message} (building '{out_name}')") from None
         out = Var(out_name, out_type)
         if spec.attributes_only:

@@ -29,7 +29,8 @@ class Param:
     required: bool = True
     const: bool = False
     variadic: bool = False
-    default: tuple[DType, Any] | None = None  # (dtype, python value) the builder materializes
+    # (dtype, python value) the builder materializes, or a function of the bound arguments
+    default: tuple[DType, Any] | Callable[[Mapping[str, Any]], tuple[DType, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] 
         db = b[-i] if i <= len(b) else 1
         if da != db and 1 not in (da, db):
             return None
-        out.append(max(da, db) if 1 in (da, db) else da)
+        out.append(db if da == 1 else da)
     return tuple(reversed(out))
 
 
@@ -258,7 +259,9 @@ def _infer_transpose(args: Args) -> TensorType:
     x = args.type("x")
     perm = args.ints("perm")
     assert perm is not None
-    if sorted(p % x.rank if x.rank else p for p in perm) != list(range(x.rank)):
+    if any(not -x.rank <= p < x.rank for p in perm) or sorted(p % x.rank for p in perm) != list(
+        range(x.rank)
+    ):
         raise args.error(f"perm {perm} is not a permutation of rank {x.rank}")
     return TensorType(x.dtype, tuple(x.shape[p] for p in perm))
 
@@ -408,6 +411,8 @@ def conv_output_shape(args: Args) -> tuple[tuple[int, ...], list[tuple[int, int]
     dilations = args.ints("dilations") or [1] * n_spatial
     if len(strides) != n_spatial or len(dilations) != n_spatial:
         raise args.error(f"strides/dilations must have {n_spatial} entries")
+    if min(strides) < 1 or min(dilations) < 1:
+        raise args.error(f"strides {strides} and dilations {dilations} must be >= 1")
     pad_type = args.string("pad_type", "valid")
     pads = args.ints("pad") or [0] * (2 * n_spatial)
     spatial, padding = [], []
@@ -420,6 +425,8 @@ def conv_output_shape(args: Args) -> tuple[tuple[int, ...], list[tuple[int, int]
             if len(pads) != 2 * n_spatial:
                 raise args.error(f"custom pad needs {2 * n_spatial} entries, got {pads}")
             lo, hi = pads[2 * i], pads[2 * i + 1]
+            if lo < 0 or hi < 0:
+                raise args.error(f"custom pad {pads} must be >= 0")
         elif pad_type in ("same", "same_lower"):
             out = -(-size // strides[i])
             total = max((out - 1) * strides[i] + eff - size, 0)
@@ -526,7 +533,8 @@ def _infer_quantize(args: Args) -> TensorType:
     out = args.string("output_dtype")
     if out not in QUANT_OUTPUTS:
         raise args.error(f"output_dtype must be int8 or uint8, got {out!r}")
-    if not np.all(np.asarray(args.value("scale"), dtype=np.float64)):
+    scale_value = args.get("scale").value
+    if scale_value is not None and not np.all(np.asarray(scale_value, dtype=np.float64)):
         raise args.error("scale must be non-zero")
     _check_quant_params(args, data)
     if args.has("zero_point") and args.type("zero_point").dtype != QUANT_OUTPUTS[out]:
@@ -562,6 +570,13 @@ def get_spec(op_type: str) -> OpSpec:
         return REGISTRY[op_type]
     except KeyError:
         raise MILTypeError(f"unknown op '{op_type}'") from None
+
+
+def _n_spatial(bound: Mapping[str, Any]) -> int:
+    """Spatial rank of a conv's ``x`` (2 when unknown), to size its default attributes."""
+    x = bound.get("x")
+    rank = len(getattr(x, "shape", ())) or 4
+    return max(rank - 2, 1)
 
 
 _x = Param("x")
@@ -660,10 +675,10 @@ register(
             _x,
             Param("weight"),
             Param("bias", required=False),
-            Param("strides", const=True, default=(INT32, [1, 1])),
+            Param("strides", const=True, default=lambda a: (INT32, [1] * _n_spatial(a))),
             Param("pad_type", const=True, default=(STRING, "valid")),
-            Param("pad", const=True, default=(INT32, [0, 0, 0, 0])),
-            Param("dilations", const=True, default=(INT32, [1, 1])),
+            Param("pad", const=True, default=lambda a: (INT32, [0] * (2 * _n_spatial(a)))),
+            Param("dilations", const=True, default=lambda a: (INT32, [1] * _n_spatial(a))),
             Param("groups", const=True, default=(INT32, 1)),
         ),
         _infer_conv,

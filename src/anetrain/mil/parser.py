@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from anetrain.errors import MILSyntaxError, MILTypeError
+from anetrain.mil.dialect import opset_at_least
 from anetrain.mil.ir import Arg, BlobRef, Function, Literal, Operation, Program, Var
 from anetrain.mil.ops import get_spec, infer_type
 from anetrain.mil.types import BOOL, STRING, DType, TensorType
@@ -217,7 +218,7 @@ class _Parser:
         while not self.at("}"):
             fn.operations.append(self.statement(scope))
         self.expect("}")
-        self.expect("->")
+        arrow = self.expect("->")
         self.expect("(")
         while not self.at(")"):
             tok = self.ident("a returned variable")
@@ -229,7 +230,7 @@ class _Parser:
         self.expect(")")
         self.expect(";")
         if not fn.outputs:
-            raise self.type_error(f"function '{name}' returns nothing", self.tok)
+            raise self.type_error(f"function '{name}' returns nothing", arrow)
         return fn
 
     def statement(self, scope: dict[str, Var]) -> Operation:
@@ -244,6 +245,11 @@ class _Parser:
             spec = get_spec(op_tok.text)
         except MILTypeError as err:
             raise self.type_error(err.message, op_tok) from None
+        if not opset_at_least(self.opset, spec.min_opset):
+            raise self.type_error(
+                f"{op_tok.text} needs opset {spec.min_opset}; this function is {self.opset}",
+                op_tok,
+            )
         self.expect("(")
         inputs: dict[str, Arg] = {}
         while not self.at(")"):

@@ -11,7 +11,7 @@ import numpy as np
 from anetrain.errors import MILTypeError
 from anetrain.mil.dialect import Dialect, dialect_for_version, get_dialect, opset_at_least
 from anetrain.mil.ir import Arg, Function, Literal, Operation, Program, Var
-from anetrain.mil.ops import get_spec
+from anetrain.mil.ops import get_spec, infer_type
 from anetrain.mil.types import BOOL, STRING, DType, TensorType
 
 INDENT = "    "
@@ -96,6 +96,25 @@ def format_build_info(info: dict[str, str], dialect: Dialect) -> str:
     return f"[buildInfo = dict<{key}, {key}>({{{pairs}}})]"
 
 
+def _check_for_target(op: Operation, dialect: Dialect) -> None:
+    """Re-check ``op`` under the target's opset rules (op availability and dtypes)."""
+    spec = get_spec(op.op_type)
+    if not opset_at_least(dialect.opset, spec.min_opset):
+        raise MILTypeError(
+            f"op '{op.name}' ({op.op_type}) needs {spec.min_opset}; "
+            f"target {dialect.target} only has {dialect.opset}"
+        )
+    args: dict[str, Arg] = dict(op.inputs)
+    if spec.attributes_only:
+        args.update({k: v for k, v in op.attributes.items() if k != "name"})
+    try:
+        infer_type(op.op_type, args, dialect.opset)
+    except MILTypeError as err:
+        raise MILTypeError(
+            f"op '{op.name}' cannot be written for {dialect.target}: {err.message}"
+        ) from None
+
+
 def print_program(program: Program, target: str | Dialect | None = None) -> str:
     """MIL text for ``program``; ``target`` re-spells it for another dialect."""
     if target is None:
@@ -106,12 +125,7 @@ def print_program(program: Program, target: str | Dialect | None = None) -> str:
         version = dialect.program_version
         for fn in program.functions.values():
             for op in fn.operations:
-                spec = get_spec(op.op_type)
-                if not opset_at_least(dialect.opset, spec.min_opset):
-                    raise MILTypeError(
-                        f"op '{op.name}' ({op.op_type}) needs {spec.min_opset}; "
-                        f"target {dialect.target} only has {dialect.opset}"
-                    )
+                _check_for_target(op, dialect)
     lines = [f"program({version})", format_build_info(program.build_info, dialect), "{"]
     for fn in program.functions.values():
         fn_dialect = (

@@ -18,8 +18,9 @@ PERM_LAST2 = [0, 1, 3, 2]
 class Fragments:
     """Builder helpers that share constants (``bF``, ``bT``, the last-two-axes perm)."""
 
-    def __init__(self, b: Builder) -> None:
+    def __init__(self, b: Builder, dtype: DType = FP16) -> None:
         self.b = b
+        self.dtype = dtype  # float dtype of every tensor (fp32 turns fp16 rounding off)
         self._consts: dict[str, Var] = {}
 
     def _shared(self, name: str, value: object, dtype: DType) -> Var:
@@ -42,8 +43,8 @@ class Fragments:
     def ints(self, values: Sequence[int], name: str) -> Var:
         return self.b.const(list(values), name=name, dtype=INT32)
 
-    def fp16(self, value: float, name: str) -> Var:
-        return self.b.const(value, name=name, dtype=FP16)
+    def scalar(self, value: float, name: str) -> Var:
+        return self.b.const(value, name=name, dtype=self.dtype)
 
     # ---- surfaces <-> token-major ---------------------------------------------------------
 
@@ -105,7 +106,7 @@ class Fragments:
         odd = self.b.slice_by_size(
             pairs, self.ints([0, 0, 0, 1], f"{name}_b1"), size, name=f"{name}_o"
         )
-        neg = self.fp16(-1.0, f"{name}_m1")
+        neg = self.scalar(-1.0, f"{name}_m1")
         axis = self.b.const(3, name=f"{name}_ax", dtype=INT32)
         if inverse:  # (a, b) -> (b, -a)
             parts = (odd, self.b.mul(even, neg, name=f"{name}_ne"))
@@ -141,7 +142,7 @@ class Fragments:
         """``softmax(q k^T * scale + mask)`` over keys, ``[1, H, S, S]``; the mask is additive
         because the ANE ignores scaled_dot_product_attention's attn_mask."""
         scores = self.b.matmul(q, k, self.false, self.true, name=f"{name}_qk")
-        scaled = self.b.mul(scores, self.fp16(scale, f"{name}_scv"), name=f"{name}_sc")
+        scaled = self.b.mul(scores, self.scalar(scale, f"{name}_scv"), name=f"{name}_sc")
         masked = self.b.add(scaled, mask, name=f"{name}_ms")
         axis = self.b.const(-1, name=f"{name}_ax", dtype=INT32)
         return self.b.softmax(masked, axis, name=name)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anetrain.kernels.blocks import Fragments
-from anetrain.mil import FP16, Builder, Var
+from anetrain.mil import FP16, Builder, DType, Var
 from anetrain.mil.analysis import program_stats
 from anetrain.mil.blob import BlobWriter
 from anetrain.mil.model import MILModel
@@ -51,10 +51,12 @@ class Dims:
     seq: int
     res_alpha: float = 1.0
     rope_base: float = 10000.0
+    dtype: DType = FP16  # FP32 builds the same kernels without fp16 rounding (for testing)
 
     @classmethod
-    def from_config(cls, config: object) -> Dims:
+    def from_config(cls, config: object, dtype: DType = FP16) -> Dims:
         return cls(
+            dtype=dtype,
             dim=config.dim,  # type: ignore[attr-defined]
             n_heads=config.n_heads,  # type: ignore[attr-defined]
             n_kv_heads=config.n_kv_heads,  # type: ignore[attr-defined]
@@ -120,8 +122,8 @@ class _KernelBuilder:
         self.name = name
         self.dims = dims
         self.b = Builder("ios18")
-        self.f = Fragments(self.b)
-        self.x = self.b.input("x", FP16, [1, channels, 1, width])
+        self.f = Fragments(self.b, dims.dtype)
+        self.x = self.b.input("x", dims.dtype, [1, channels, 1, width])
         self.inputs: dict[str, Region] = {}
         self.weights: dict[str, bytes] = {}
 
@@ -136,9 +138,9 @@ class _KernelBuilder:
 
     def blob(self, file: str, array: np.ndarray) -> Var:
         writer = BlobWriter()
-        offset = writer.add(array.astype(np.float16))
+        offset = writer.add(array.astype(self.dims.dtype.numpy))
         self.weights[f"@model_path/weights/{file}"] = writer.to_bytes()
-        return self.b.weight(file.removesuffix(".bin"), FP16, array.shape, file, offset)
+        return self.b.weight(file.removesuffix(".bin"), self.dims.dtype, array.shape, file, offset)
 
     def mask(self) -> Var:
         return self.blob("mask.bin", causal_mask(self.dims.seq))
@@ -231,7 +233,7 @@ def ffn_fused(d: Dims) -> KernelSpec:
     gate = k.b.mul(silu, h3, name="gate_tm")
     w2 = k.matrix("w2", d.dim, 2 * s + 2 * fh, fh)  # W2 rows [D, FH], transposed by matmul
     ffn = k.f.channel_first(k.f.linear(gate, w2, "ffn_mm", transpose_w=True), "ffn")
-    scaled = k.b.mul(ffn, k.f.fp16(d.res_alpha, "res_alpha"), name="ffn_scaled")
+    scaled = k.b.mul(ffn, k.f.scalar(d.res_alpha, "res_alpha"), name="ffn_scaled")
     x_next = k.b.add(x2, scaled, name="x_next")
     return k.finish(
         [
@@ -301,7 +303,7 @@ def sdpa_bwd2(d: Dims) -> KernelSpec:
     pdp = k.b.mul(probs, dp, name="pdp")
     row = k.b.reduce_sum(pdp, k.f.ints([-1], "row_ax"), k.f.true, name="row")
     centered = k.b.sub(dp, row, name="dpc")
-    ds = k.b.mul(k.b.mul(probs, centered, name="ds0"), k.f.fp16(d.scale, "scale"), name="ds")
+    ds = k.b.mul(k.b.mul(probs, centered, name="ds0"), k.f.scalar(d.scale, "scale"), name="ds")
     dq = k.b.matmul(ds, k.f.gqa_tile(kk, d.group, "k_tile"), k.f.false, k.f.false, name="dq_h")
     dk = k.f.gqa_reduce(k.b.matmul(ds, q, k.f.true, k.f.false, name="dk_full"), d.group, "dk_h")
     cos, sin = k.rope()

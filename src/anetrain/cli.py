@@ -13,6 +13,7 @@ from anetrain.errors import AnetrainError
 def build_parser() -> argparse.ArgumentParser:
     from anetrain.commands import data as data_cmd
     from anetrain.commands import mil as mil_cmd
+    from anetrain.commands import train as train_cmd
 
     parser = argparse.ArgumentParser(
         prog="anetrain",
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"anetrain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (mil_cmd, data_cmd):
+    for module in (train_cmd, mil_cmd, data_cmd):
         module.register(sub)
     return parser
 

@@ -1,0 +1,241 @@
+"""``anetrain train``: train a model on the ANE kernel pipeline (or its simulator)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a transformer through the ANE kernel pipeline",
+        description="Train a Llama-style transformer with forward and backward-dx on the ANE "
+        "kernels (simulated when no ANE is present). With no arguments: the tiny model on the "
+        "built-in story corpus, offline, in a few minutes on a laptop CPU.",
+    )
+    model = p.add_mutually_exclusive_group()
+    model.add_argument(
+        "--model",
+        default="tiny",
+        help="preset: tiny, stories15m, stories42m, stories110m, qwen3-0.6b",
+    )
+    model.add_argument("--config", type=Path, help="a model config TOML file")
+    p.add_argument(
+        "--data", type=Path, help="token file (uint16, llama2.c format); default: built-in corpus"
+    )
+    p.add_argument(
+        "--tokenizer",
+        help="tokenizer.bin for samples (default: built-in when training on the built-in corpus)",
+    )
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    p.add_argument(
+        "--accum",
+        type=int,
+        default=4,
+        help="windows of seq_len tokens per optimizer step (default 4)",
+    )
+    p.add_argument("--warmup", type=int, default=20, help="warmup steps (default 20)")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "sim", "ane"],
+        default="auto",
+        help="auto: ane when available, else sim",
+    )
+    p.add_argument("--chip", help="chip profile for sim (e.g. m4, m1max); default: m4")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", type=Path, help="run folder (default runs/<model>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
+    p.add_argument("--loss-scale", type=float, default=256.0)
+    p.add_argument("--dynamic-loss-scale", action="store_true")
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument(
+        "--sample-tokens",
+        type=int,
+        default=60,
+        help="tokens to generate after training (0 to skip)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a bar")
+    p.set_defaults(handler=run)
+
+
+def _resolve_backend(name: str) -> str:
+    from anetrain.runtime import backend_status
+
+    if name != "auto":
+        return name
+    ok, _ = backend_status("ane")
+    return "ane" if ok else "sim"
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from anetrain.data.corpus import builtin_dataset
+    from anetrain.data.tokens import TokenFile
+    from anetrain.model.config import load_config
+    from anetrain.train.loop import TrainConfig, Trainer, TrainError, write_json
+
+    console = Console(stderr=False)
+    model = load_config(args.config if args.config is not None else args.model)
+    name = args.config.stem if args.config is not None else args.model
+    if args.resume and args.out is None:
+        raise TrainError("--resume needs --out DIR (the run folder to continue)")
+    out = args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.data is None:
+        data_path = builtin_dataset()
+        tokenizer_spec = args.tokenizer or "builtin"
+    else:
+        data_path = args.data
+        tokenizer_spec = args.tokenizer
+    data = TokenFile(data_path, vocab_size=model.vocab_size)
+    backend = _resolve_backend(args.backend)
+    cfg = TrainConfig(
+        steps=args.steps,
+        lr=args.lr,
+        accum=args.accum,
+        warmup=args.warmup,
+        seed=args.seed,
+        loss_scale=args.loss_scale,
+        dynamic_loss_scale=args.dynamic_loss_scale,
+        eval_every=args.eval_every,
+        ckpt_every=args.ckpt_every,
+        backend=backend,
+        chip=args.chip,
+    )
+    if cfg.steps < 1 or cfg.accum < 1:
+        raise TrainError("--steps and --accum must be at least 1")
+    console.print(
+        f"[bold]anetrain train[/]: {name} ({model.n_params / 1e6:.2f}M params, dim "
+        f"{model.dim}, {model.n_layers} layers, seq {model.seq_len}) on {backend}"
+        f"{' (' + args.chip + ')' if args.chip else ''}; data {data_path} "
+        f"({data.n_tokens:,} tokens); out {out}"
+    )
+    progress = _Progress(console, cfg.steps, quiet=args.no_progress)
+    trainer = Trainer(model, data, cfg, out, resume=args.resume, on_step=progress.update)
+    write_json(
+        out / "config.json",
+        {
+            "model": model.to_dict(),
+            "train": cfg.__dict__,
+            "data": str(data_path),
+            "tokenizer": tokenizer_spec,
+        },
+    )
+    with progress:
+        summary = trainer.run()
+    summary["sample"] = _sample(trainer, tokenizer_spec, args, console)
+    write_json(out / "summary.json", summary)
+    _report(console, summary, trainer)
+    return 0
+
+
+class _Progress:
+    """A rich progress bar with step, loss, ms/step and tokens/s (plain lines if disabled)."""
+
+    def __init__(self, console: Any, total: int, quiet: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self.quiet = quiet
+        self.bar = Progress(
+            TextColumn("[bold blue]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss [bold]{task.fields[loss]}"),
+            TextColumn("{task.fields[ms]} ms/step"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self.task = self.bar.add_task("train", total=total, loss="-", ms="-", tps="-")
+
+    def __enter__(self) -> _Progress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+    def update(self, r: Any) -> None:
+        self.bar.update(
+            self.task,
+            completed=r.step,
+            loss=f"{r.loss:.4f}",
+            ms=f"{r.ms:.0f}",
+            tps=f"{r.tokens_per_s:,.0f}",
+        )
+        if self.quiet and (r.step % 10 == 0 or r.step == 1):
+            self.console.print(
+                f"step {r.step:5d}  loss {r.loss:.4f}  lr {r.lr:.2e}  "
+                f"{r.ms:.0f} ms  {r.tokens_per_s:,.0f} tok/s"
+            )
+
+
+def _sample(
+    trainer: Any, tokenizer_spec: str | None, args: argparse.Namespace, console: Any
+) -> str | None:
+    from anetrain.data.corpus import load_tokenizer
+    from anetrain.model.generate import generate
+
+    if args.sample_tokens <= 0 or tokenizer_spec is None:
+        return None
+    tok = load_tokenizer(tokenizer_spec)
+    prompt = tok.encode("Once upon a time", bos=True, eos=False)
+    new = generate(
+        trainer.params,
+        trainer.model,
+        prompt,
+        min(args.sample_tokens, trainer.model.seq_len - len(prompt)),
+        temperature=0.8,
+        top_k=40,
+        seed=args.seed,
+    )
+    return tok.decode(prompt + new)
+
+
+def _report(console: Any, s: dict[str, Any], trainer: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title="Efficiency Report", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    host = " (host)" if s["backend"] == "sim" else ""
+    t.add_row("Wall time", f"{s['wall_s']:.1f} s")
+    t.add_row("Compile", f"{s['compile_s'] * 1e3:.0f} ms ({s['kernels_compiled']} kernels, once)")
+    t.add_row("Train", f"{s['train_s']:.1f} s ({100 * s['train_s'] / s['wall_s']:.0f}% of wall)")
+    t.add_row("ms/step", f"{s['ms_per_step']:.1f}{host}")
+    t.add_row("Tokens/s", f"{s['tokens_per_s']:,.0f}{host}")
+    t.add_row("Kernel TFLOPS", f"{s['kernel_tflops']:.4f}{host}")
+    util = s["utilization_pct"]
+    t.add_row(
+        f"Utilization of {s['chip']} fp16 peak",
+        f"{util:.3f}%{host}" if not math.isnan(util) else "n/a",
+    )
+    t.add_row(
+        "Loss",
+        f"{s['first_loss']:.4f} -> {s['final_loss']:.4f}"
+        + (f" (best val {s['best_val_loss']:.4f})" if s["best_val_loss"] else ""),
+    )
+    if s["skipped_steps"]:
+        t.add_row("Skipped steps", str(s["skipped_steps"]))
+    console.print(t)
+    if s["backend"] == "sim":
+        console.print(
+            "[dim]sim backend: times are host measurements of the simulator, not ANE times.[/]"
+        )
+    if s.get("sample"):
+        console.print(f"[bold]Sample:[/] {s['sample']}")
+    console.print(f"Run folder: {trainer.out}")

@@ -1,0 +1,131 @@
+"""The backend interface: every backend compiles the same MIL text + weights dict to a Kernel.
+
+:meth:`Backend.compile` does the backend-independent part once (parse or print the program so
+both text and IR exist, snapshot the weights, check every BLOBFILE key, enforce the compile
+budget, count the compile) and calls :meth:`Backend._compile` for the rest. A new backend
+implements ``name``, :meth:`available` and :meth:`_compile`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from anetrain.mil.ir import Program
+from anetrain.mil.parser import parse_program
+from anetrain.mil.printer import print_program
+from anetrain.runtime import budget
+from anetrain.runtime.chips import ChipProfile, get_chip
+from anetrain.runtime.errors import WeightsError
+from anetrain.runtime.kernel import DEFAULT_QOS, Kernel, check_qos
+
+Weights = Mapping[str, Any]  # "@model_path/weights/<file>.bin" -> MILBlob v2 file bytes
+
+
+@dataclass(frozen=True)
+class CompileSource:
+    """Everything a backend needs to compile: both program forms and a private weights copy."""
+
+    program: Program
+    text: str
+    weights: dict[str, bytes]
+    name: str
+    qos: int
+
+
+class Backend(ABC):
+    """A way to run MIL programs: ``sim`` (NumPy, anywhere) or ``ane`` (the Neural Engine)."""
+
+    name: ClassVar[str]
+
+    def __init__(
+        self, chip: str | ChipProfile | None = None, *, compile_budget: int | None = None
+    ) -> None:
+        self.chip = get_chip(chip)
+        self.compile_budget = self.chip.compile_budget if compile_budget is None else compile_budget
+
+    @classmethod
+    @abstractmethod
+    def available(cls) -> tuple[bool, str]:
+        """``(True, "")`` if usable here, else ``(False, reason)``; must not raise."""
+
+    @property
+    def compile_count(self) -> int:
+        """Compiles this backend kind has done in this process."""
+        return budget.compile_count(self.name)
+
+    def compile(
+        self,
+        program: Program | str,
+        weights: Weights | None = None,
+        *,
+        qos: int = DEFAULT_QOS,
+        name: str | None = None,
+    ) -> Kernel:
+        """Compile and load ``program`` (MIL text or IR) with ``weights``; counts against budget.
+
+        Weight bytes are copied now: changing the dict or its buffers later has no effect,
+        like the hardware, which bakes weights into the compiled program.
+        """
+        qos = check_qos(qos)
+        budget.check_budget(self.name, self.compile_budget)
+        if isinstance(program, str):
+            text, prog = program, parse_program(program)
+        elif isinstance(program, Program):
+            text, prog = print_program(program), program
+        else:
+            raise TypeError(f"compile() needs MIL text or a Program, got {type(program).__name__}")
+        snapshot = snapshot_weights(weights)
+        check_weight_keys(prog, snapshot)
+        source = CompileSource(prog, text, snapshot, name or prog.main.name, qos)
+        kernel = self._compile(source)
+        budget.record_compile(self.name)
+        return kernel
+
+    @abstractmethod
+    def _compile(self, source: CompileSource) -> Kernel:
+        """Backend-specific compile + load."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} chip={self.chip.name}>"
+
+
+def snapshot_weights(weights: Weights | None) -> dict[str, bytes]:
+    """Copy a weights dict to immutable bytes (accepts bytes-like values)."""
+    if weights is None:
+        return {}
+    if not isinstance(weights, Mapping):
+        raise WeightsError(f"weights must be a dict of path -> bytes, got {type(weights).__name__}")
+    out: dict[str, bytes] = {}
+    for key, value in weights.items():
+        if not isinstance(key, str):
+            raise WeightsError(f"weights keys must be BLOBFILE path strings, got {key!r}")
+        try:
+            out[key] = bytes(memoryview(value).cast("B"))
+        except TypeError:
+            raise WeightsError(
+                f"weights[{key!r}] must be bytes-like (MILBlob v2 file contents), "
+                f"got {type(value).__name__}"
+            ) from None
+    return out
+
+
+def check_weight_keys(program: Program, weights: Mapping[str, bytes]) -> None:
+    """Every BLOBFILE path must be a key of ``weights``; the error names the missing key."""
+    for fn in program.functions.values():
+        for op in fn.operations:
+            for lit in op.attributes.values():
+                ref = lit.blob
+                if ref is None or ref.path in weights:
+                    continue
+                where = f" (line {op.line})" if op.line else ""
+                hint = ""
+                if ref.file_name in weights:
+                    hint = f"; the dict has {ref.file_name!r}: use the full BLOBFILE path as key"
+                known = ", ".join(repr(k) for k in weights) or "none"
+                raise WeightsError(
+                    f"const '{op.name}'{where} reads BLOBFILE {ref.path!r}, which is not a key "
+                    f"of the weights dict (keys: {known}){hint}"
+                )

@@ -1,0 +1,58 @@
+"""The ``sim`` backend: validate against the chip profile, resolve weights, plan, wrap."""
+
+from __future__ import annotations
+
+from anetrain.runtime.backend import Backend, CompileSource
+from anetrain.runtime.chips import ChipProfile
+from anetrain.runtime.sim.kernel import SimKernel
+from anetrain.runtime.sim.ops import PLANNERS
+from anetrain.runtime.sim.plan import build_plan
+from anetrain.runtime.sim.validate import validate_program
+from anetrain.runtime.sim.weights import WeightResolver
+from anetrain.runtime.surface import TensorSpec
+
+
+class SimBackend(Backend):
+    """Runs MIL programs in NumPy with fp16 storage semantics and the chip's known quirks.
+
+    ``flush_subnormals`` overrides the profile's flag (flush fp16 subnormal results to zero).
+    """
+
+    name = "sim"
+
+    def __init__(
+        self,
+        chip: str | ChipProfile | None = None,
+        *,
+        compile_budget: int | None = None,
+        flush_subnormals: bool | None = None,
+    ) -> None:
+        super().__init__(chip, compile_budget=compile_budget)
+        self.flush_subnormals = (
+            self.chip.flush_subnormals if flush_subnormals is None else flush_subnormals
+        )
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return True, ""
+
+    def _compile(self, source: CompileSource) -> SimKernel:
+        program = source.program
+        validate_program(program, self.chip, {"const", *PLANNERS})
+        fn = program.main
+        plan = build_plan(
+            fn,
+            self.chip,
+            WeightResolver(source.weights, self.chip),
+            flush_subnormals=self.flush_subnormals,
+        )
+        return SimKernel(
+            plan,
+            name=source.name,
+            backend=self.name,
+            chip=self.chip,
+            input_specs=[TensorSpec(v.name, v.dtype, v.shape) for v in fn.inputs],
+            output_specs=[TensorSpec(v.name, v.dtype, v.shape) for v in fn.outputs],
+            qos=source.qos,
+            mil_text=source.text,
+        )

@@ -1,0 +1,158 @@
+"""Compile-time planning state: value buffers, shared scratch, and the list of eval steps.
+
+Every MIL value gets a preallocated array (float32 for fp16 and fp32 tensors, native NumPy types
+otherwise) or a view of one, so evaluation is a flat list of closures that write into fixed
+buffers: no parsing, lookups or allocation at eval time. :meth:`PlanContext.emit` applies the
+fp16 storage rule (round every fp16 op output) and folds ops whose inputs are all constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from anetrain.mil.ir import Arg, Literal, Operation, Var
+from anetrain.mil.ops import Args
+from anetrain.mil.types import FP16, FP32, DType
+from anetrain.runtime.chips import ChipProfile
+from anetrain.runtime.errors import UnsupportedOpError
+from anetrain.runtime.fp16 import round_fp16
+
+Step = Callable[[], None]
+Compute = Callable[[np.ndarray], None]
+
+
+def storage_dtype(dtype: DType) -> np.dtype:
+    """fp16 values live in float32 arrays (rounded to fp16 after every op)."""
+    return np.dtype(np.float32) if dtype in (FP16, FP32) else dtype.numpy
+
+
+def literal_array(lit: Literal) -> np.ndarray | str:
+    data = lit.value
+    if isinstance(data, str):
+        return data
+    assert data is not None, "BLOBFILE literals are resolved by the weight loader"
+    return np.asarray(data, dtype=storage_dtype(lit.type.dtype))
+
+
+class PlanContext:
+    """Buffers and steps of one kernel being planned."""
+
+    def __init__(self, chip: ChipProfile, *, flush_subnormals: bool) -> None:
+        self.chip = chip
+        self.ftz = flush_subnormals
+        self.values: dict[str, np.ndarray] = {}
+        self.const: set[str] = set()
+        self.steps: list[Step] = []
+        self._scratch: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+    # ---- reading arguments ----------------------------------------------------------------
+
+    def value(self, arg: Arg) -> np.ndarray:
+        """Run-time array of a single argument (a buffer, a view, or a constant)."""
+        if isinstance(arg, Var):
+            return self.values[arg.name]
+        if isinstance(arg, Literal):
+            data = literal_array(arg)
+            if isinstance(data, str):
+                raise UnsupportedOpError(f"string value {data!r} used as a tensor")
+            return data
+        raise TypeError(f"expected a single value, got {arg!r}")
+
+    def values_of(self, arg: Arg) -> list[np.ndarray]:
+        items = arg if isinstance(arg, tuple) else (arg,)
+        return [self.value(a) for a in items]
+
+    def is_const(self, arg: Arg | None) -> bool:
+        if arg is None or isinstance(arg, Literal):
+            return True
+        if isinstance(arg, tuple):
+            return all(self.is_const(a) for a in arg)
+        return arg.name in self.const
+
+    def args(self, op: Operation) -> Args:
+        """The registry's typed argument view (for const parameters and shape helpers)."""
+        merged: dict[str, Arg] = dict(op.inputs)
+        merged.update({k: v for k, v in op.attributes.items() if k != "name"})
+        return Args(op.op_type, merged)
+
+    # ---- buffers --------------------------------------------------------------------------
+
+    def alloc(self, var: Var) -> np.ndarray:
+        buf = np.zeros(var.shape, storage_dtype(var.dtype))
+        self.values[var.name] = buf
+        return buf
+
+    def scratch(self, slot: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        """A contiguous array of ``shape`` shared by all ops (valid only within one step)."""
+        dt = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64))
+        key = (slot, dt)
+        buf = self._scratch.get(key)
+        if buf is None or buf.size < n:
+            buf = np.zeros(max(n, 1), dt)
+            self._scratch[key] = buf
+        return buf[:n].reshape(shape)
+
+    # ---- emitting -------------------------------------------------------------------------
+
+    def define(self, var: Var, array: np.ndarray, *, const: bool) -> None:
+        """Bind ``var`` to an existing array or view (shape ops, constants)."""
+        self.values[var.name] = array
+        if const:
+            self.const.add(var.name)
+
+    def emit(self, op: Operation, compute: Compute, *, exact: bool = False) -> np.ndarray:
+        """Add a step computing ``op``'s output, rounded to fp16 if declared fp16.
+
+        ``compute(out)`` writes the unrounded result into ``out`` (never aliasing its inputs).
+        ``exact`` skips rounding for ops whose results are already representable (max,
+        copies). If every input is constant the step runs once now and is not kept.
+        """
+        return self.emit_bound(op, lambda dst: lambda: compute(dst), exact=exact)
+
+    def emit_bound(
+        self, op: Operation, bind: Callable[[np.ndarray], Step], *, exact: bool = False
+    ) -> np.ndarray:
+        """Like :meth:`emit`, but ``bind(dst)`` returns the step, so it can precompute views
+        of its fixed destination once instead of on every eval."""
+        var = op.outputs[0]
+        out = self.alloc(var)
+        if var.dtype is FP16 and not exact:
+            raw = self.scratch("raw", var.shape)
+            work = self.scratch("work", var.shape, np.uint32)
+            inner = bind(raw)
+            ftz = self.ftz
+
+            def step() -> None:
+                inner()
+                round_fp16(raw, out, work=work, ftz=ftz)
+
+        else:
+            step = bind(out)
+        if all(self.is_const(a) for a in op.inputs.values()):
+            with np.errstate(all="ignore"):
+                step()
+            out.flags.writeable = False
+            self.const.add(var.name)
+        else:
+            self.steps.append(step)
+        return out
+
+    def contiguous(self, arr: np.ndarray, *, const: bool) -> np.ndarray:
+        """``arr`` itself if C-contiguous, else a buffer refreshed by a copy step each eval."""
+        if arr.flags.c_contiguous:
+            return arr
+        if const:
+            return np.ascontiguousarray(arr)
+        buf = np.empty(arr.shape, arr.dtype)
+        self.steps.append(lambda: np.copyto(buf, arr))
+        return buf
+
+
+def view_reshape(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A reshaped *view* of ``arr``, or None when NumPy would have to copy."""
+    out = arr.reshape(shape)
+    return out if (out.size == 0 or np.may_share_memory(out, arr)) else None

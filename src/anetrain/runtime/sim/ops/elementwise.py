@@ -1,0 +1,94 @@
+"""Element-wise ops: binary arithmetic and unary activations, computed in float32.
+
+For add/sub/mul/real_div/sqrt of fp16 values, one float32 operation followed by rounding to fp16
+gives the correctly rounded fp16 result (float32 has > 2*11+2 bits, so double rounding is
+harmless); transcendental functions are float32-accurate before the final rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from anetrain.mil.ir import Operation
+from anetrain.runtime.sim.context import PlanContext
+
+_BINARY: dict[str, np.ufunc] = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "real_div": np.divide,
+    "pow": np.power,
+}
+
+# MIL defaults for the optional epsilon of log and rsqrt (coremltools iOS15 op definitions).
+_EPSILON = {"log": 1e-45, "rsqrt": 1e-12}
+
+
+def plan_binary(op: Operation, ctx: PlanContext) -> None:
+    fn = _BINARY[op.op_type]
+    x, y = ctx.value(op.inputs["x"]), ctx.value(op.inputs["y"])
+    out_dtype = op.outputs[0].dtype
+    if out_dtype.is_float:
+        ctx.emit(op, lambda r: fn(x, y, out=r))
+    else:  # integer arithmetic wraps like NumPy's fixed-width types
+        ctx.emit(op, lambda r: fn(x, y, out=r, casting="unsafe"), exact=True)
+
+
+def _unary(op: Operation, ctx: PlanContext) -> Callable[[np.ndarray], None]:
+    x = ctx.value(op.inputs["x"])
+    kind = op.op_type
+    if kind in _EPSILON:
+        eps_arg = op.arg("epsilon")
+        eps = np.float32(_EPSILON[kind] if eps_arg is None else ctx.value(eps_arg))
+    if kind == "exp":
+        return lambda r: np.exp(x, out=r)
+    if kind == "sqrt":
+        return lambda r: np.sqrt(x, out=r)
+    if kind == "tanh":
+        return lambda r: np.tanh(x, out=r)
+    if kind == "log":
+
+        def log(r: np.ndarray) -> None:
+            np.add(x, eps, out=r)
+            np.log(r, out=r)
+
+        return log
+    if kind == "rsqrt":
+
+        def rsqrt(r: np.ndarray) -> None:
+            np.add(x, eps, out=r)
+            np.sqrt(r, out=r)
+            np.reciprocal(r, out=r)
+
+        return rsqrt
+    if kind == "sigmoid":
+
+        def sigmoid(r: np.ndarray) -> None:
+            np.negative(x, out=r)
+            np.exp(r, out=r)
+            r += 1
+            np.reciprocal(r, out=r)
+
+        return sigmoid
+    if kind == "silu":
+
+        def silu(r: np.ndarray) -> None:
+            np.negative(x, out=r)
+            np.exp(r, out=r)
+            r += 1
+            np.divide(x, r, out=r)
+
+        return silu
+    raise KeyError(kind)
+
+
+def plan_unary(op: Operation, ctx: PlanContext) -> None:
+    ctx.emit(op, _unary(op, ctx))
+
+
+PLANNERS = {
+    **dict.fromkeys(_BINARY, plan_binary),
+    **dict.fromkeys(("exp", "log", "sqrt", "rsqrt", "sigmoid", "silu", "tanh"), plan_unary),
+}

@@ -1,0 +1,47 @@
+"""Reductions and softmax: accumulate in float32, round the result once."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anetrain.mil.ir import Operation
+from anetrain.runtime.sim.context import PlanContext
+
+
+def plan_reduce(op: Operation, ctx: PlanContext) -> None:
+    args = ctx.args(op)
+    x = ctx.value(op.inputs["x"])
+    axes_list = args.ints("axes")
+    axes = tuple(range(x.ndim)) if axes_list is None else tuple(a % x.ndim for a in axes_list)
+    keep = args.bool("keep_dims", False)
+    fn = {"reduce_sum": np.sum, "reduce_mean": np.mean, "reduce_max": np.max}[op.op_type]
+    ctx.emit(
+        op,
+        lambda r: fn(x, axis=axes, keepdims=keep, out=r),
+        exact=op.op_type == "reduce_max",
+    )
+
+
+def plan_softmax(op: Operation, ctx: PlanContext) -> None:
+    args = ctx.args(op)
+    x = ctx.value(op.inputs["x"])
+    axis = args.int("axis", -1) % x.ndim
+    kept = tuple(1 if i == axis else d for i, d in enumerate(x.shape))
+    acc = ctx.scratch("softmax_acc", kept)
+
+    def softmax(r: np.ndarray) -> None:
+        np.max(x, axis=axis, keepdims=True, out=acc)
+        np.subtract(x, acc, out=r)
+        np.exp(r, out=r)
+        np.sum(r, axis=axis, keepdims=True, out=acc)
+        np.divide(r, acc, out=r)
+
+    ctx.emit(op, softmax)
+
+
+PLANNERS = {
+    "reduce_sum": plan_reduce,
+    "reduce_mean": plan_reduce,
+    "reduce_max": plan_reduce,
+    "softmax": plan_softmax,
+}

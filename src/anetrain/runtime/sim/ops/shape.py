@@ -1,0 +1,86 @@
+"""Data-movement ops. Their values are already representable, so none of them rounds.
+
+reshape, transpose and the slices become zero-cost NumPy views of their input's buffer when
+possible (buffers never move, so a view bound at compile time stays valid); concat copies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anetrain.mil.ir import Operation
+from anetrain.mil.ops import slice_by_index_bounds
+from anetrain.runtime.sim.context import PlanContext, view_reshape
+
+
+def _bind_view(op: Operation, ctx: PlanContext, view: np.ndarray | None, src: np.ndarray) -> None:
+    """Bind the output to ``view``, or to a buffer refreshed by a copy step if None."""
+    var = op.outputs[0]
+    const = ctx.is_const(op.inputs["x"])
+    if view is not None:
+        ctx.define(var, view, const=const)
+        return
+    shape = var.shape
+    ctx.emit(op, lambda r: np.copyto(r, src.reshape(shape)), exact=True)
+
+
+def plan_reshape(op: Operation, ctx: PlanContext) -> None:
+    x = ctx.value(op.inputs["x"])
+    shape = op.outputs[0].shape
+    _bind_view(op, ctx, view_reshape(x, shape), x)
+
+
+def plan_transpose(op: Operation, ctx: PlanContext) -> None:
+    x = ctx.value(op.inputs["x"])
+    perm = ctx.args(op).ints("perm") or []
+    _bind_view(op, ctx, np.transpose(x, [p % x.ndim for p in perm]), x)
+
+
+def plan_slice_by_size(op: Operation, ctx: PlanContext) -> None:
+    x = ctx.value(op.inputs["x"])
+    args = ctx.args(op)
+    index = []
+    for b, s, dim in zip(args.ints("begin") or [], args.ints("size") or [], x.shape, strict=True):
+        b = b + dim if b < 0 else b
+        index.append(slice(b, dim if s == -1 else b + s))
+    _bind_view(op, ctx, x[tuple(index)], x)
+
+
+def plan_slice_by_index(op: Operation, ctx: PlanContext) -> None:
+    x = ctx.value(op.inputs["x"])
+    args = ctx.args(op)
+    masks = {
+        key: [bool(v) for v in np.atleast_1d(args.value(key))] if args.has(key) else None
+        for key in ("begin_mask", "end_mask", "squeeze_mask")
+    }
+    index, _ = slice_by_index_bounds(
+        x.shape, args.ints("begin") or [], args.ints("end") or [], args.ints("stride"), **masks
+    )
+    _bind_view(op, ctx, x[tuple(index)], x)
+
+
+def plan_concat(op: Operation, ctx: PlanContext) -> None:
+    args = ctx.args(op)
+    values = ctx.values_of(op.inputs["values"])
+    axis = args.int("axis") % values[0].ndim
+    out_shape = op.outputs[0].shape
+    if args.bool("interleave", False):
+        # coremltools: out[..., i*n + j, ...] = values[j][..., i, ...]
+        n, d = len(values), values[0].shape[axis]
+        split = (*out_shape[:axis], d, n, *out_shape[axis + 1 :])
+
+        def interleave(r: np.ndarray) -> None:
+            np.stack(values, axis=axis + 1, out=r.reshape(split))
+
+        ctx.emit(op, interleave, exact=True)
+    else:
+        ctx.emit(op, lambda r: np.concatenate(values, axis=axis, out=r), exact=True)
+
+
+PLANNERS = {
+    "reshape": plan_reshape,
+    "transpose": plan_transpose,
+    "slice_by_size": plan_slice_by_size,
+    "slice_by_index": plan_slice_by_index,
+    "concat": plan_concat,
+}

@@ -1,0 +1,43 @@
+"""Turn a validated MIL function into a :class:`Plan`: input buffers, steps, output arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from anetrain.mil.ir import Function
+from anetrain.runtime.chips import ChipProfile
+from anetrain.runtime.sim.context import PlanContext, Step, literal_array
+from anetrain.runtime.sim.ops import PLANNERS
+from anetrain.runtime.sim.weights import WeightResolver
+
+
+@dataclass
+class Plan:
+    """What a simulated kernel runs: decode inputs into ``inputs``, run ``steps``, encode
+    ``outputs`` (arrays or views holding the returned values after the steps)."""
+
+    inputs: list[np.ndarray]
+    steps: list[Step]
+    outputs: list[np.ndarray]
+    weight_bytes: int
+
+
+def build_plan(
+    fn: Function, chip: ChipProfile, weights: WeightResolver, *, flush_subnormals: bool
+) -> Plan:
+    ctx = PlanContext(chip, flush_subnormals=flush_subnormals)
+    inputs = [ctx.alloc(var) for var in fn.inputs]
+    for op in fn.operations:
+        if op.op_type == "const":
+            lit = op.attributes["val"]
+            data = weights.resolve(op, lit) if lit.blob is not None else literal_array(lit)
+            if isinstance(data, str):
+                ctx.define(op.outputs[0], np.asarray(data, dtype=object), const=True)
+            else:
+                ctx.define(op.outputs[0], data, const=True)
+            continue
+        PLANNERS[op.op_type](op, ctx)
+    outputs = [ctx.values[var.name] for var in fn.outputs]
+    return Plan(inputs, ctx.steps, outputs, weights.total_bytes)

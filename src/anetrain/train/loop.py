@@ -215,12 +215,17 @@ class Trainer:
 
     def validate(self) -> float:
         """Mean loss over the first ``eval_windows`` validation windows (NumPy reference)."""
+        vocab = self.pipeline.vocab  # the same compacted softmax as training
         losses = []
         for w in self.data.sequential_windows(
             "val", self.model.seq_len, max_windows=self.cfg.eval_windows
         ):
-            _, loss, _ = reference.forward(self.params, w.inputs[None], w.targets[None])
-            losses.append(float(loss))
+            logits, _, _ = reference.forward(self.params, w.inputs[None])
+            sub = logits[0][:, vocab.ids].astype(np.float64)  # [S, CV]
+            picked = sub[np.arange(len(w.targets)), vocab.compact(w.targets)]
+            top = sub.max(axis=1)
+            lse = top + np.log(np.exp(sub - top[:, None]).sum(axis=1))
+            losses.append(float(np.mean(lse - picked)))
         return float(np.mean(losses)) if losses else math.nan
 
     def log(self, record: dict[str, Any]) -> None:

@@ -1,0 +1,157 @@
+"""The training step through the simulated ANE kernels, graded by an independent oracle.
+
+Tolerances: with fp32 kernels (``dtype=FP32``: the same MIL programs, no fp16 rounding) every
+parameter gradient must have cosine >= 0.999 and relative L2 error <= 1e-4 against PyTorch
+autograd. With fp16 kernels (what the ANE runs) the bound is cosine >= 0.999 and relative L2
+error <= 1e-2; measured here it is about 1.5e-3.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from anetrain.data.corpus import builtin_dataset
+from anetrain.data.tokens import TokenFile
+from anetrain.mil.types import FP16, FP32
+from anetrain.model.config import ModelConfig
+from anetrain.model.params import init_params
+from anetrain.train.loop import TrainConfig, Trainer
+from anetrain.train.pipeline import CompactVocab, DynamicPipeline
+
+CFG = ModelConfig(
+    dim=32,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    hidden_dim=64,
+    vocab_size=64,
+    seq_len=16,
+    residual_scaling=True,
+)
+
+
+def _torch_grads(cfg: ModelConfig, params, tokens, targets):
+    torch = pytest.importorskip("torch")
+    from torch_model import torch_loss
+
+    w = {
+        k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        for k, v in params.tensors.items()
+    }
+    _, loss = torch_loss(cfg, w, torch.tensor(tokens[None]), torch.tensor(targets[None]))
+    loss.backward()
+    return float(loss.detach()), {k: v.grad.numpy() for k, v in w.items()}
+
+
+@pytest.mark.parametrize(("dtype", "max_rel"), [(FP32, 1e-4), (FP16, 1e-2)], ids=["fp32", "fp16"])
+def test_every_gradient_matches_torch_autograd(dtype, max_rel) -> None:
+    params = init_params(CFG, seed=3)
+    rng = np.random.default_rng(0)
+    seq = rng.integers(0, CFG.vocab_size, CFG.seq_len + 1)
+    tokens, targets = seq[:-1], seq[1:]
+    ref_loss, ref = _torch_grads(CFG, params, tokens, targets)
+
+    pipe = DynamicPipeline(CFG, backend="sim", dtype=dtype)
+    pipe.stage_weights(params)
+    grads = params.zeros_like()
+    loss = pipe.forward_backward(
+        params, grads, tokens, targets, loss_scale=256.0, grad_scale=1 / 256
+    )
+    pipe.close()
+    assert loss == pytest.approx(ref_loss, rel=1e-6 if dtype is FP32 else 1e-3)
+    for name, expected in ref.items():
+        got = grads[name].astype(np.float64).ravel()
+        exp = expected.ravel()
+        cos = got @ exp / (np.linalg.norm(got) * np.linalg.norm(exp))
+        rel = np.linalg.norm(got - exp) / np.linalg.norm(exp)
+        assert cos >= 0.999, f"{name}: cosine {cos}"
+        assert rel <= max_rel, f"{name}: relative error {rel}"
+
+
+def test_gradients_accumulate_across_windows() -> None:
+    params = init_params(CFG, seed=1)
+    rng = np.random.default_rng(1)
+    windows = [rng.integers(0, CFG.vocab_size, CFG.seq_len + 1) for _ in range(2)]
+    pipe = DynamicPipeline(CFG, backend="sim", dtype=FP32)
+    pipe.stage_weights(params)
+    both = params.zeros_like()
+    singles = []
+    for w in windows:
+        pipe.forward_backward(params, both, w[:-1], w[1:], grad_scale=0.5)
+        g = params.zeros_like()
+        pipe.forward_backward(params, g, w[:-1], w[1:], grad_scale=0.5)
+        singles.append(g)
+    pipe.wait()
+    np.testing.assert_allclose(both.flat, singles[0].flat + singles[1].flat, rtol=1e-5, atol=1e-9)
+    pipe.close()
+
+
+def test_compact_vocabulary_rejects_unseen_targets() -> None:
+    vocab = CompactVocab(np.array([5, 1, 3, 3]), 8)
+    assert vocab.ids.tolist() == [1, 3, 5]
+    assert vocab.compact(np.array([5, 1])).tolist() == [2, 0]
+    with pytest.raises(ValueError, match="outside the compacted vocabulary"):
+        vocab.compact(np.array([2]))
+
+
+@pytest.fixture(scope="module")
+def builtin_tokens() -> TokenFile:
+    return TokenFile(builtin_dataset(), vocab_size=512)
+
+
+QUICK = ModelConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=172, vocab_size=512, seq_len=64)
+
+
+def test_loss_falls_on_the_builtin_corpus(tmp_path, builtin_tokens) -> None:
+    """The CI training check: 300 steps of 64 tokens must cut the loss by at least 1 nat
+    (measured: 5.46 -> 4.0, validation 3.9)."""
+    cfg = TrainConfig(steps=300, accum=1, lr=1e-2, warmup=5, eval_every=150, ckpt_every=150)
+    summary = Trainer(QUICK, builtin_tokens, cfg, tmp_path).run()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if r["type"] == "step"]
+    assert len(steps) == 300 and [r["step"] for r in lines if r["type"] == "val"] == [150, 300]
+    for key in (
+        "loss",
+        "lr",
+        "grad_norm",
+        "loss_scale",
+        "ms",
+        "kernels_ms",
+        "io_ms",
+        "classifier_ms",
+        "elementwise_ms",
+        "rmsnorm_ms",
+        "blas_wait_ms",
+    ):
+        assert key in steps[0], key
+    first = summary["first_loss"]
+    assert first == pytest.approx(math.log(231), abs=0.3)  # ~uniform over the used ids
+    late = float(np.mean([r["loss"] for r in steps[-20:]]))
+    assert late < first - 1.0, (first, late)
+    assert summary["best_val_loss"] < first - 1.0
+    assert (tmp_path / "ckpt_last.safetensors").exists()
+    assert (tmp_path / "ckpt_best.safetensors").exists()
+
+
+def test_dynamic_loss_scale_backs_off_and_skips(tmp_path, builtin_tokens) -> None:
+    """A scale of 2^40 overflows fp16 in the backward kernels: the step is skipped, the
+    weights stay put, and the scale halves until the gradients are finite again."""
+    cfg = TrainConfig(
+        steps=3,
+        accum=1,
+        loss_scale=2.0**40,
+        dynamic_loss_scale=True,
+        eval_every=100,
+        ckpt_every=100,
+    )
+    trainer = Trainer(QUICK, builtin_tokens, cfg, tmp_path)
+    before = trainer.params.flat.copy()
+    record = trainer.train_step()
+    assert record.skipped and math.isinf(record.grad_norm)
+    np.testing.assert_array_equal(trainer.params.flat, before)
+    assert trainer.scaler.scale == 2.0**39 and trainer.scaler.skipped == 1
+    trainer.pipeline.close()

@@ -6,6 +6,7 @@ Decoupled weight decay as in the original dynamic trainer (seed-inventory §5.5)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,12 +64,14 @@ class AdamW:
         self.t = int(state["t"])  # type: ignore[arg-type]
 
 
-def global_norm(g: np.ndarray) -> float:
-    """L2 norm over every gradient (float64 accumulation: the sum of squares of ~1e8 fp32
-    values loses digits otherwise)."""
-    return float(
-        np.sqrt(np.dot(g.astype(np.float64, copy=False), g.astype(np.float64, copy=False)))
-    )
+def global_norm(g: np.ndarray, chunk: int = 1 << 20) -> float:
+    """L2 norm over every gradient: fp32 dot products per chunk, summed in float64, so ~1e8
+    values neither lose digits nor need a float64 copy."""
+    total = 0.0
+    for start in range(0, g.size, chunk):
+        part = g[start : start + chunk]
+        total += float(np.dot(part, part))
+    return math.sqrt(total)
 
 
 def clip_by_global_norm(g: np.ndarray, max_norm: float) -> float:

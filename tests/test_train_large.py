@@ -1,0 +1,30 @@
+"""The big presets build their kernels and run one optimizer step on the simulator.
+
+Slow (minutes, up to ~12 GB for qwen3-0.6b), so excluded from the default run:
+``python -m pytest -m slow tests/test_train_large.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from anetrain.data.corpus import builtin_dataset
+from anetrain.data.tokens import TokenFile
+from anetrain.model.config import preset
+from anetrain.train.loop import TrainConfig, Trainer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["stories110m", "qwen3-0.6b"])
+def test_one_step_on_sim(name: str, tmp_path) -> None:
+    model = preset(name)
+    data = TokenFile(builtin_dataset(), vocab_size=model.vocab_size)
+    cfg = TrainConfig(steps=1, accum=1, eval_every=100, ckpt_every=100)
+    trainer = Trainer(model, data, cfg, tmp_path)
+    assert len(trainer.pipeline.kernels) == 10
+    record = trainer.train_step()
+    assert math.isfinite(record.loss) and not record.skipped
+    assert record.loss == pytest.approx(math.log(231), abs=0.5)
+    trainer.pipeline.close()

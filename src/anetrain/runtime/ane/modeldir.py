@@ -1,0 +1,92 @@
+"""The folder the ANE compiler reads: ``NSTemporaryDirectory()/<hexStringIdentifier>``.
+
+Every call site in the original writes ``model.mil`` and each weight file there before
+compiling. The identifier depends only on the MIL text and weights, so two live kernels compiled
+from the same program share one folder: folders are reference-counted and removed when the last
+kernel using one unloads (or is garbage-collected, or the process exits).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+from anetrain.runtime.errors import CompileError, WeightsError
+
+MODEL_PATH_PREFIX = "@model_path/"
+MIL_FILE = "model.mil"
+_SAFE_ID = re.compile(r"^[0-9A-Za-z_.\-]+$")
+
+
+def weight_files(weights: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Weight files to write, by path relative to the model folder.
+
+    ``"@model_path/weights/w.bin"`` is written to ``weights/w.bin``. Keys without the prefix are
+    passed to the descriptor only (no BLOBFILE can name them); keys that would escape the folder
+    are rejected.
+    """
+    files: dict[str, bytes] = {}
+    for key, blob in weights.items():
+        if not key.startswith(MODEL_PATH_PREFIX):
+            continue
+        rel = PurePosixPath(key[len(MODEL_PATH_PREFIX) :])
+        if not rel.parts or rel.is_absolute() or ".." in rel.parts or str(rel) == MIL_FILE:
+            raise WeightsError(
+                f"weights key {key!r} does not name a file inside the model folder; use "
+                "'@model_path/weights/<file>.bin'"
+            )
+        files[str(rel)] = blob
+    return files
+
+
+class ModelDirs:
+    """Reference-counted model folders, shared by kernels with the same identifier."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._refs: dict[Path, int] = {}
+
+    def acquire(self, root: str | Path, ident: str, mil: bytes, files: Mapping[str, bytes]) -> Path:
+        """Create (or share) ``root/ident`` holding ``model.mil`` and the weight files."""
+        if not _SAFE_ID.match(ident) or ident in (".", ".."):
+            raise CompileError(f"unexpected model identifier {ident!r} from hexStringIdentifier")
+        path = Path(root) / ident
+        with self._lock:
+            count = self._refs.get(path, 0)
+            if count == 0:
+                try:
+                    _populate(path, mil, files)
+                except OSError as err:
+                    shutil.rmtree(path, ignore_errors=True)
+                    raise CompileError(f"cannot write the model folder {path}: {err}") from err
+            self._refs[path] = count + 1
+        return path
+
+    def release(self, path: Path) -> None:
+        """Drop one reference; the last one removes the folder."""
+        with self._lock:
+            count = self._refs.get(path, 0) - 1
+            if count > 0:
+                self._refs[path] = count
+                return
+            self._refs.pop(path, None)
+            shutil.rmtree(path, ignore_errors=True)
+
+    def refcount(self, path: Path) -> int:
+        with self._lock:
+            return self._refs.get(path, 0)
+
+
+def _populate(path: Path, mil: bytes, files: Mapping[str, bytes]) -> None:
+    (path / "weights").mkdir(parents=True, exist_ok=True)
+    (path / MIL_FILE).write_bytes(mil)
+    for rel, blob in files.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(blob)
+
+
+MODEL_DIRS = ModelDirs()

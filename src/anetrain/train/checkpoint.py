@@ -61,11 +61,26 @@ def _tensors(ckpt: Checkpoint) -> dict[str, np.ndarray]:
     return out
 
 
-def _crc(tensors: dict[str, np.ndarray]) -> int:
+def _crc(tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> int:
+    """CRC-32 over the tensors (sorted by name), then the metadata without its ``crc32``."""
     crc = 0
     for name in sorted(tensors):
         crc = zlib.crc32(tensors[name].data, crc)
-    return crc
+    body = {k: v for k, v in meta.items() if k != "crc32"}
+    return zlib.crc32(json.dumps(body, sort_keys=True).encode(), crc)
+
+
+REQUIRED = {
+    "config": dict,
+    "arch_hash": str,
+    "step": int,
+    "adam_t": int,
+    "scaler": dict,
+    "rng": dict,
+    "data": dict,
+    "extra": dict,
+    "crc32": int,
+}
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
@@ -85,8 +100,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "data": ckpt.data,
         "best_loss": ckpt.best_loss if np.isfinite(ckpt.best_loss) else None,
         "extra": ckpt.extra,
-        "crc32": _crc(tensors),
     }
+    meta["crc32"] = _crc(tensors, meta)
     data = save(tensors, metadata={META_KEY: json.dumps(meta)})
     try:
         return atomic_write(path, data)
@@ -126,6 +141,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             f"{path}: checkpoint version {meta.get('version')} is not supported "
             f"(this anetrain reads version {VERSION})"
         )
+    for key, kind in REQUIRED.items():
+        if not isinstance(meta.get(key), kind):
+            raise CheckpointError(f"{path}: corrupt metadata (field '{key}' missing or invalid)")
     return meta
 
 
@@ -137,7 +155,10 @@ def load_checkpoint(path: str | Path, expect: ModelConfig | None = None) -> Chec
 
     path = Path(path)
     meta = read_metadata(path)
-    config = from_dict(meta["config"], source=str(path))
+    try:
+        config = from_dict(meta["config"], source=str(path))
+    except AnetrainError as err:
+        raise CheckpointError(f"{path}: corrupt metadata (config: {err})") from None
     if config.arch_hash() != meta["arch_hash"]:
         raise CheckpointError(f"{path}: architecture hash does not match its own config")
     if expect is not None and expect.arch_hash() != config.arch_hash():
@@ -150,8 +171,8 @@ def load_checkpoint(path: str | Path, expect: ModelConfig | None = None) -> Chec
         tensors = load(path.read_bytes())
     except (SafetensorError, ValueError) as err:
         raise CheckpointError(f"{path}: corrupt or truncated tensor data ({err})") from None
-    if _crc(tensors) != meta["crc32"]:
-        raise CheckpointError(f"{path}: tensor data does not match its CRC-32 (corrupt file)")
+    if _crc(tensors, meta) != meta["crc32"]:
+        raise CheckpointError(f"{path}: contents do not match their CRC-32 (corrupt file)")
     groups = {
         prefix: _group(tensors, prefix, config, path) for prefix in ("param", "adam_m", "adam_v")
     }
@@ -161,15 +182,15 @@ def load_checkpoint(path: str | Path, expect: ModelConfig | None = None) -> Chec
     return Checkpoint(
         config=config,
         params=groups["param"],
-        step=int(meta["step"]),
+        step=meta["step"],
         adam_m=groups["adam_m"],
         adam_v=groups["adam_v"],
-        adam_t=int(meta.get("adam_t", 0)),
-        scaler=meta.get("scaler", {}),
-        rng=meta.get("rng", {}),
-        data=meta.get("data", {}),
+        adam_t=meta["adam_t"],
+        scaler=meta["scaler"],
+        rng=meta["rng"],
+        data=meta["data"],
         best_loss=float("inf") if best is None else float(best),
-        extra=meta.get("extra", {}),
+        extra=meta["extra"],
     )
 
 

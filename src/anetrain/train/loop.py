@@ -132,7 +132,15 @@ class Trainer:
         self.compile_s = time.perf_counter() - start
         self.train_s = 0.0
         self.kernel_ms = 0.0
-        self._metrics = (self.out / "metrics.jsonl").open("a" if resume else "w")
+        metrics = self.out / "metrics.jsonl"
+        if resume and metrics.exists():  # drop records written after the checkpoint
+            kept = [
+                line
+                for line in metrics.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= self.step
+            ]
+            atomic_write(metrics, "".join(line + "\n" for line in kept).encode())
+        self._metrics = metrics.open("a" if resume else "w")
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -229,7 +237,7 @@ class Trainer:
         return float(np.mean(losses)) if losses else math.nan
 
     def log(self, record: dict[str, Any]) -> None:
-        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.write(json.dumps(finite_or_none(record)) + "\n")
         self._metrics.flush()
 
     def run(self) -> dict[str, Any]:
@@ -246,7 +254,8 @@ class Trainer:
             if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps:
                 val = self.validate()
                 self.log({"type": "val", "step": self.step, "val_loss": val})
-            if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps:
+            improved = val is not None and val < self.best_loss
+            if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps or improved:
                 self.save(val)
         self._metrics.close()
         self.pipeline.close()
@@ -286,7 +295,19 @@ class Trainer:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
+    text = json.dumps(finite_or_none(obj), indent=2, default=_jsonable, allow_nan=False)
+    atomic_write(path, (text + "\n").encode())
+
+
+def finite_or_none(obj: Any) -> Any:
+    """Strict JSON has no NaN/Infinity: non-finite floats become null."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    return obj
 
 
 def _jsonable(value: Any) -> Any:

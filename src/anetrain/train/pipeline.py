@@ -100,6 +100,8 @@ class CompactVocab:
             raise ValueError("used token ids must lie in [0, vocab_size)")
         self.full_to_compact = np.full(vocab_size, -1, dtype=np.int64)
         self.full_to_compact[self.ids] = np.arange(self.ids.size)
+        # every id used: plain slices instead of gathers and scatters of the embedding
+        self.rows: slice | np.ndarray = slice(None) if self.ids.size == vocab_size else self.ids
 
     def compact(self, targets: np.ndarray) -> np.ndarray:
         out = self.full_to_compact[targets]
@@ -266,8 +268,8 @@ class DynamicPipeline:
         with self.timer("rmsnorm"):
             xf_t, rrmsf = rmsnorm_forward(x.T, params["rms_final"], cfg.norm_eps)  # [S, D]
         with self.timer("classifier"):
-            ids = self.vocab.ids
-            cembed = params["embed"][ids]  # [CV, D]
+            ids = self.vocab.rows
+            cembed = params["embed"][ids]  # [CV, D] (a view when every id is used)
             logits = xf_t @ cembed.T  # [S, CV]
             ct = self.vocab.compact(np.asarray(targets, dtype=np.int64))
             m = logits.max(axis=1, keepdims=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from anetrain.mil.types import FP16, FP32, DType
 from anetrain.runtime.errors import SurfaceError
-from anetrain.runtime.fp16 import f16_bits_to_f32, f32_to_f16_bits
+from anetrain.runtime.fp16 import f16_bits_to_f32, f32_to_f16_bits, round_fp16
 
 LockFn = Callable[[bool], AbstractContextManager[Any]]  # lock(read_only) -> context manager
 
@@ -53,6 +53,8 @@ class Surface:
     convert to and from float32 (rounding to fp16 with round-to-nearest-even) for a channel
     range; ``copy_from`` is the raw surface-to-surface copy the pipelines use between kernels.
     """
+
+    _storage_kind = "bytes"
 
     def __init__(
         self,
@@ -173,44 +175,76 @@ class Surface:
                 f"write: {arr.size} values are not a whole number of channels of "
                 f"{self.spatial} elements ({self.describe()})"
             )
-        rows = self._range(ch_off, arr.size // self.spatial, "write")
         flat = arr.reshape(-1, self.spatial)
+        rows = self._range(ch_off, flat.shape[0], "write")
         with self.locked():
-            dst = self._storage[rows]
-            if self.dtype is FP32:
-                np.copyto(dst, flat, casting="unsafe")
-            elif arr.dtype == np.float16:
-                np.copyto(dst, flat.view(np.uint16))
-            else:
-                f32_to_f16_bits(np.asarray(flat, np.float32), out=dst)
+            self._store(flat, rows, slice(None))
+
+    def write_block(self, data: Any, ch_off: int = 0, col: int = 0) -> None:
+        """Write a ``[C', W']`` block at channels ``ch_off..`` and columns ``col..``: how the
+        packed layouts put activations and weights side by side in one row."""
+        arr = np.asarray(data)
+        if arr.ndim != 2:
+            raise SurfaceError(f"write_block: data must be [channels, width], got {arr.shape}")
+        if col < 0 or col + arr.shape[1] > self.spatial:
+            raise SurfaceError(
+                f"write_block: columns [{col}, {col + arr.shape[1]}) out of range for "
+                f"{self.describe()} with {self.spatial} columns"
+            )
+        rows = self._range(ch_off, arr.shape[0], "write_block")
+        with self.locked():
+            self._store(arr, rows, slice(col, col + arr.shape[1]))
+
+    def _store(self, arr: np.ndarray, rows: slice, cols: slice) -> None:
+        dst = self._storage[rows, cols]
+        if self.dtype is FP32:
+            np.copyto(dst, arr, casting="unsafe")
+        elif arr.dtype == np.float16:
+            np.copyto(dst, arr.view(np.uint16))
+        else:
+            f32_to_f16_bits(np.asarray(arr, np.float32), out=dst)
 
     def read(self, ch_off: int = 0, channels: int | None = None) -> np.ndarray:
         """A float32 copy of ``channels`` channels from ``ch_off`` as ``[channels, S]``."""
         rows = self._range(ch_off, channels, "read")
         with self.locked(read_only=True):
-            src = self._storage[rows]
-            if self.dtype is FP32:
-                return src.copy()
-            return f16_bits_to_f32(src)
+            return self._load(rows)
+
+    def _load(self, rows: slice) -> np.ndarray:
+        src = self._storage[rows]
+        if self.dtype is FP32:
+            return src.copy()
+        return f16_bits_to_f32(src)
 
     def numpy(self) -> np.ndarray:
         """A float32 copy of the whole tensor in its declared shape."""
         return self.read().reshape(self.shape)
 
     def copy_from(
-        self, src: Surface, *, dst_ch: int = 0, src_ch: int = 0, channels: int | None = None
+        self,
+        src: Surface,
+        *,
+        dst_ch: int = 0,
+        src_ch: int = 0,
+        channels: int | None = None,
+        dst_col: int = 0,
     ) -> None:
-        """Raw copy of ``channels`` channels from ``src`` (the original's ``io_copy``)."""
-        if src.dtype != self.dtype or src.spatial != self.spatial:
+        """Raw copy of ``channels`` whole channels of ``src`` (the original's ``io_copy``),
+        landing at ``dst_col`` when ``src`` rows are narrower than this surface's."""
+        if src.dtype != self.dtype or src.spatial + dst_col > self.spatial:
             raise SurfaceError(
-                f"io_copy: {src.describe()} and {self.describe()} need the same dtype and "
-                "spatial size"
+                f"io_copy: {src.describe()} does not fit {self.describe()} at column {dst_col}; "
+                "need the same dtype and spatial room for the source rows"
             )
         n = min(src.channels - src_ch, self.channels - dst_ch) if channels is None else channels
         s = src._range(src_ch, n, "io_copy source")
         d = self._range(dst_ch, n, "io_copy destination")
+        cols = slice(dst_col, dst_col + src.spatial)
         with src.locked(read_only=True), self.locked():
-            np.copyto(self._storage[d], src._storage[s])
+            if type(src)._storage_kind == type(self)._storage_kind:
+                np.copyto(self._storage[d, cols], src._storage[s])
+            else:
+                self._store(src._load(s), d, cols)
 
     def fill(self, value: float) -> None:
         """Set every element to ``value`` (converted to the surface dtype)."""
@@ -234,3 +268,62 @@ def io_read_fp16(surface: Surface, ch_off: int, channels: int) -> np.ndarray:
 def io_copy(dst: Surface, dst_ch: int, src: Surface, src_ch: int, channels: int) -> None:
     """The original's ``io_copy(dst, dst_ch, src, src_ch, C, S)`` raw channel copy."""
     dst.copy_from(src, dst_ch=dst_ch, src_ch=src_ch, channels=channels)
+
+
+class ValueSurface(Surface):
+    """A surface that keeps fp16 tensors as float32 *values* (each exactly fp16-representable).
+
+    The simulator's own surfaces: holding what the hardware would hold, in the representation
+    its NumPy ops compute in, so kernels read and write them without an fp16 encode/decode per
+    eval. Writes round to fp16 exactly as :class:`Surface` encodes; ``bits`` and ``array`` are
+    computed copies (the byte-exact fp16 view), ``values`` is the zero-copy ``[C, S]`` view.
+    """
+
+    _storage_kind = "values"
+
+    def __init__(self, shape: Sequence[int], dtype: DType = FP16, *, name: str = "") -> None:
+        if dtype not in (FP16, FP32):
+            raise SurfaceError(f"surface dtype must be fp16 or fp32, got {dtype}")
+        self.spec = TensorSpec(name, dtype, tuple(int(d) for d in shape))
+        if len(self.spec.shape) < 2:
+            raise SurfaceError(f"surface shape must be [1, C, ...], got {list(shape)}")
+        self._lock = None
+        self._storage = np.zeros((self.channels, self.spatial), np.float32)
+        self.buffer = self._storage.reshape(-1).view(np.uint8)
+
+    @property
+    def values(self) -> np.ndarray:
+        """Zero-copy ``[C, S]`` float32 view of the stored values."""
+        return self._storage
+
+    @property
+    def array(self) -> np.ndarray:
+        """A copy in the surface dtype with the tensor's shape."""
+        return self._storage.astype(self.dtype.numpy).reshape(self.shape)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """A ``[C, S]`` copy in the surface dtype."""
+        return self._storage.astype(self.dtype.numpy)
+
+    @property
+    def bits(self) -> np.ndarray:
+        """A copy of the raw elements: fp16 bit patterns (uint16) or float32."""
+        if self.dtype is FP32:
+            return self._storage.copy()
+        return f32_to_f16_bits(self._storage)
+
+    def _store(self, arr: np.ndarray, rows: slice, cols: slice) -> None:
+        dst = self._storage[rows, cols]
+        if self.dtype is FP32 or arr.dtype == np.float16:
+            np.copyto(dst, arr, casting="unsafe")
+        else:
+            round_fp16(np.ascontiguousarray(arr, np.float32), out=dst)
+
+    def _load(self, rows: slice) -> np.ndarray:
+        return self._storage[rows].copy()
+
+    def fill(self, value: float) -> None:
+        self._store(
+            np.full((self.channels, self.spatial), value, np.float32), slice(None), slice(None)
+        )

@@ -23,11 +23,10 @@ import numpy as np
 
 from anetrain import runtime
 from anetrain.kernels.dynamic import Dims, KernelSpec, Region, build_kernels
-from anetrain.mil.types import FP16, FP32, DType
+from anetrain.mil.types import FP16, DType
 from anetrain.model.config import ModelConfig
 from anetrain.model.params import Params
 from anetrain.model.reference import rmsnorm_backward, rmsnorm_forward
-from anetrain.runtime.fp16 import f16_bits_to_f32, f32_to_f16_bits
 
 PHASES = ("kernels", "io", "classifier", "elementwise", "rmsnorm", "blas_wait")
 
@@ -72,7 +71,7 @@ class LayerActs:
     xn: np.ndarray  # [D, S] RMSNorm(x)
     rrms1: np.ndarray  # [S, 1]
     attn: np.ndarray  # [QD, S] attention output (pre-Wo)
-    qkv_bits: np.ndarray  # [QD+2KVD, S] raw surface elements: Q_rope, K_rope, V
+    qkv: np.ndarray  # [QD+2KVD, S] the sdpa_fwd taps Q_rope, K_rope, V (fp16 values)
     x2: np.ndarray  # [D, S] after the attention residual
     x2n: np.ndarray  # [D, S] RMSNorm(x2)
     rrms2: np.ndarray  # [S, 1]
@@ -146,32 +145,37 @@ class DynamicPipeline:
             name: [self.kernels[name].request(s) for s in surfaces]
             for name, surfaces in self.layer_in.items()
         }
+        # Two cores, two threads of BLAS work: the main thread (kernels, classifier) and one
+        # worker (weight gradients), each with single-threaded BLAS so they never oversubscribe.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dw") if overlap_blas else None
+        self._split = ThreadPoolExecutor(1, thread_name_prefix="mm") if overlap_blas else None
         self._pending: list[Future[None]] = []
+        self._blas_limits = _single_threaded_blas() if overlap_blas else None
 
     # ---- surfaces -------------------------------------------------------------------------
 
-    def _write(self, surface: runtime.Surface, region: Region, data: np.ndarray) -> None:
+    @staticmethod
+    def _write(surface: runtime.Surface, region: Region, data: np.ndarray) -> None:
         """Write fp32 ``data`` ``[channels, width]`` into ``region`` (rounding to fp16)."""
-        view = surface.bits[
-            region.ch : region.ch + region.channels, region.col : region.col + region.width
-        ]
-        if self.dtype is FP32:
-            np.copyto(view, data, casting="same_kind")
-        else:
-            f32_to_f16_bits(data, out=view)
+        surface.write_block(data, region.ch, region.col)
 
-    def _read(self, surface: runtime.Surface, region: Region) -> np.ndarray:
-        view = surface.bits[region.ch : region.ch + region.channels, :]
-        return view.copy() if self.dtype is FP32 else f16_bits_to_f32(view)
+    @staticmethod
+    def _read(surface: runtime.Surface, region: Region) -> np.ndarray:
+        """Output block ``region`` as float32 ``[channels, S]``."""
+        return surface.read(region.ch, region.channels)
 
-    def _raw(self, surface: runtime.Surface, region: Region) -> np.ndarray:
-        return surface.bits[region.ch : region.ch + region.channels, :]
-
-    def _put_raw(self, surface: runtime.Surface, region: Region, raw: np.ndarray) -> None:
-        surface.bits[
-            region.ch : region.ch + region.channels, region.col : region.col + region.width
-        ] = raw
+    @staticmethod
+    def _copy(
+        dst: runtime.Surface, dst_region: Region, src: runtime.Surface, src_region: Region
+    ) -> None:
+        """Surface-to-surface copy of an output block into an input region (io_copy)."""
+        dst.copy_from(
+            src,
+            dst_ch=dst_region.ch,
+            src_ch=src_region.ch,
+            channels=src_region.channels,
+            dst_col=dst_region.col,
+        )
 
     def stage_weights(self, params: Params) -> None:
         """Write every layer's weights into its input surfaces (after init and each update)."""
@@ -192,6 +196,24 @@ class DynamicPipeline:
             else:
                 self.requests[kernel][layer].eval()
         return self.kernels[kernel].output
+
+    def _matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``a @ b`` split in two over the main thread and a helper thread (each with
+        single-threaded BLAS): the classifier GEMMs are the largest of the step."""
+        rows, cols = a.shape[0], b.shape[1]
+        if self._split is None or rows * cols < 1 << 20:
+            return a @ b
+        out = np.empty((rows, cols), np.result_type(a, b))
+        if cols >= rows:  # split the output columns
+            h = cols // 2
+            fut = self._split.submit(np.matmul, a, b[:, h:], out=out[:, h:])
+            np.matmul(a, b[:, :h], out=out[:, :h])
+        else:  # split the output rows
+            h = rows // 2
+            fut = self._split.submit(np.matmul, a[h:], b, out=out[h:])
+            np.matmul(a[:h], b, out=out[:h])
+        fut.result()
+        return out
 
     def _defer(self, fn: Callable[[], None]) -> None:
         if self._pool is None:
@@ -240,11 +262,10 @@ class DynamicPipeline:
             out = self._eval("sdpa_fwd", layer)
             o = sdpa_spec.outputs
             with self.timer("io"):
-                attn_raw = self._raw(out, o["attn"])
                 wo_in = self.layer_in["wo_fwd"][layer]
-                self._put_raw(wo_in, self.specs["wo_fwd"].inputs["attn"], attn_raw)
+                self._copy(wo_in, self.specs["wo_fwd"].inputs["attn"], out, o["attn"])
                 attn = self._read(out, o["attn"])
-                qkv_bits = out.bits[o["q_rope"].ch : o["v"].ch + o["v"].channels].copy()
+                qkv = out.read(o["q_rope"].ch, o["v"].ch + o["v"].channels - o["q_rope"].ch)
             o_out = self._read(self._eval("wo_fwd", layer), self.specs["wo_fwd"].outputs["o"])
             with self.timer("elementwise"):
                 x2 = x + alpha * o_out
@@ -261,7 +282,7 @@ class DynamicPipeline:
             with self.timer("io"):
                 x_next = self._read(out, fo["x_next"])
                 h1, h3, gate = (self._read(out, fo[k]) for k in ("h1", "h3", "gate"))
-            acts.append(LayerActs(x, xn, rrms1, attn, qkv_bits, x2, x2n, rrms2, h1, h3, gate))
+            acts.append(LayerActs(x, xn, rrms1, attn, qkv, x2, x2n, rrms2, h1, h3, gate))
             x = x_next
 
         # final norm, classifier over the compact vocabulary, cross-entropy
@@ -270,16 +291,17 @@ class DynamicPipeline:
         with self.timer("classifier"):
             ids = self.vocab.rows
             cembed = params["embed"][ids]  # [CV, D] (a view when every id is used)
-            logits = xf_t @ cembed.T  # [S, CV]
+            logits = self._matmul(xf_t, cembed.T)  # [S, CV]
             ct = self.vocab.compact(np.asarray(targets, dtype=np.int64))
             m = logits.max(axis=1, keepdims=True)
-            e = np.exp(logits - m)
-            z = e.sum(axis=1, keepdims=True)
-            loss = float(np.mean(np.log(z[:, 0]) + m[:, 0] - logits[np.arange(S), ct]))
-            dlogits = e / z  # [S, CV]
-            dlogits[np.arange(S), ct] -= 1.0
-            dlogits *= loss_scale / S
-            dxf_t = dlogits @ cembed  # [S, D]
+            picked = logits[np.arange(S), ct]
+            logits -= m
+            dlogits = np.exp(logits, out=logits)  # [S, CV], in place
+            z = dlogits.sum(axis=1, keepdims=True)
+            loss = float(np.mean(np.log(z[:, 0]) + m[:, 0] - picked))
+            dlogits *= (loss_scale / S) / z  # softmax, scaled
+            dlogits[np.arange(S), ct] -= loss_scale / S
+            dxf_t = self._matmul(dlogits, cembed)  # [S, D]
             g = grad_scale
             gembed = grads["embed"]
 
@@ -353,38 +375,35 @@ class DynamicPipeline:
         out = self._eval("wot_bwd", layer)
         b1 = spec["sdpa_bwd1"]
         with self.timer("io"):
-            da_raw = self._raw(out, spec["wot_bwd"].outputs["da"])
             bwd1_in = self.kernels["sdpa_bwd1"].input
             qkv = b1.inputs
-            bwd1_in.bits[qkv["q_rope"].ch : qkv["v"].ch + qkv["v"].channels] = a.qkv_bits
-            self._put_raw(bwd1_in, qkv["da"], da_raw)
+            bwd1_in.write(a.qkv, qkv["q_rope"].ch)
+            self._copy(bwd1_in, qkv["da"], out, spec["wot_bwd"].outputs["da"])
 
         def wo_dw(do: np.ndarray = do) -> None:
             gl.wo[...] += g * (do @ a.attn.T)
 
         self._defer(wo_dw)
-        out = self._eval("sdpa_bwd1")
+        out1 = self._eval("sdpa_bwd1")
         b2 = spec["sdpa_bwd2"]
+        o1 = b1.outputs
         with self.timer("io"):
             bwd2_in = self.kernels["sdpa_bwd2"].input
-            o1 = b1.outputs
-            bwd2_in.bits[: 2 * d.score_ch] = out.bits[
-                o1["probs"].ch : o1["dp"].ch + o1["dp"].channels
-            ]
-            b2q = b2.inputs["q_rope"].ch
-            bwd2_in.bits[b2q : b2q + d.q_dim + d.kv_dim] = a.qkv_bits[: d.q_dim + d.kv_dim]
-            dv_raw = self._raw(out, o1["dv"]).copy()
-            dv = self._read(out, o1["dv"])
-        out = self._eval("sdpa_bwd2")
+            bwd2_in.copy_from(
+                out1, dst_ch=b2.inputs["probs"].ch, src_ch=o1["probs"].ch, channels=2 * d.score_ch
+            )
+            bwd2_in.write(a.qkv[: d.q_dim + d.kv_dim], b2.inputs["q_rope"].ch)
+            dv = self._read(out1, o1["dv"])
+        out2 = self._eval("sdpa_bwd2")
         with self.timer("io"):
-            dq_raw = self._raw(out, b2.outputs["dq"])
-            dk_raw = self._raw(out, b2.outputs["dk"])
-            dq = self._read(out, b2.outputs["dq"])
-            dk = self._read(out, b2.outputs["dk"])
-            self._put_raw(self.layer_in["q_bwd"][layer], spec["q_bwd"].inputs["dq"], dq_raw)
+            dq = self._read(out2, b2.outputs["dq"])
+            dk = self._read(out2, b2.outputs["dk"])
             kv_in = self.layer_in["kv_bwd"][layer]
-            self._put_raw(kv_in, spec["kv_bwd"].inputs["dk"], dk_raw)
-            self._put_raw(kv_in, spec["kv_bwd"].inputs["dv"], dv_raw)
+            self._copy(
+                self.layer_in["q_bwd"][layer], spec["q_bwd"].inputs["dq"], out2, b2.outputs["dq"]
+            )
+            self._copy(kv_in, spec["kv_bwd"].inputs["dk"], out2, b2.outputs["dk"])
+            self._copy(kv_in, spec["kv_bwd"].inputs["dv"], out1, o1["dv"])
 
         def qkv_dw(dq: np.ndarray = dq, dk: np.ndarray = dk, dv: np.ndarray = dv) -> None:
             gl.wq[...] += g * (dq @ a.xn.T)
@@ -419,8 +438,22 @@ class DynamicPipeline:
         if self._pool is not None:
             self.wait()
             self._pool.shutdown()
+        if self._split is not None:
+            self._split.shutdown()
+        if self._blas_limits is not None:
+            self._blas_limits.restore_original_limits()
+            self._blas_limits = None
         for k in self.kernels.values():
             k.unload()
+
+
+def _single_threaded_blas() -> object | None:
+    """Limit BLAS to one thread per calling thread (None if threadpoolctl is unavailable)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def used_token_ids(tokens: np.ndarray, vocab_size: int) -> np.ndarray:

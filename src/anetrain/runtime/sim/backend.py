@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from anetrain.perfmodel import modeled_ns
 from anetrain.runtime.backend import Backend, CompileSource
 from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.sim.kernel import SimKernel
@@ -48,6 +49,7 @@ class SimBackend(Backend):
         )
         return SimKernel(
             plan,
+            modeled_ns(program, self.chip),
             name=source.name,
             backend=self.name,
             chip=self.chip,

@@ -1,4 +1,4 @@
-"""The simulated kernel: decode input surfaces, run the planned steps, encode the outputs."""
+"""The simulated kernel: read input surfaces, run the planned steps, write the outputs."""
 
 from __future__ import annotations
 
@@ -11,14 +11,21 @@ from anetrain.runtime.errors import MultiInputError
 from anetrain.runtime.fp16 import f16_bits_to_f32, f32_to_f16_bits
 from anetrain.runtime.kernel import Kernel, Request
 from anetrain.runtime.sim.plan import Plan
+from anetrain.runtime.surface import Surface, TensorSpec, ValueSurface
 
 
 class SimKernel(Kernel):
     """A :class:`Kernel` executed by NumPy from a compile-time :class:`Plan`."""
 
-    def __init__(self, plan: Plan, **kwargs: Any) -> None:
+    def __init__(self, plan: Plan, modeled_ns: int | None = None, **kwargs: Any) -> None:
         self.plan = plan
         super().__init__(**kwargs)
+        # the perf model's ANE time for one eval, computed at compile (None: no chip params)
+        self.stats.modeled_ns = modeled_ns
+
+    def _allocate_surface(self, spec: TensorSpec) -> Surface:
+        """Value-stored surfaces: no fp16 encode/decode per eval (see :class:`ValueSurface`)."""
+        return ValueSurface(spec.shape, spec.dtype, name=spec.name)
 
     def _evaluate(self, request: Request, qos: int) -> int | None:
         if len(request.inputs) > 1 and not self.chip.multi_input_allowed:
@@ -31,8 +38,10 @@ class SimKernel(Kernel):
         plan = self.plan
         for surface, buf in zip(request.inputs, plan.inputs, strict=True):
             with surface.locked(read_only=True):
-                dst = buf.reshape(surface.bits.shape)
-                if surface.dtype is FP16:
+                dst = buf.reshape(surface.channels, surface.spatial)
+                if isinstance(surface, ValueSurface):
+                    np.copyto(dst, surface.values)
+                elif surface.dtype is FP16:
                     f16_bits_to_f32(surface.bits, out=dst)
                 else:
                     np.copyto(dst, surface.bits)
@@ -41,8 +50,10 @@ class SimKernel(Kernel):
                 step()
         for surface, value in zip(request.outputs, plan.outputs, strict=True):
             with surface.locked():
-                src = value.reshape(surface.bits.shape)
-                if surface.dtype is FP16:
+                src = value.reshape(surface.channels, surface.spatial)
+                if isinstance(surface, ValueSurface):
+                    np.copyto(surface.values, src)  # op outputs are already fp16 values
+                elif surface.dtype is FP16:
                     f32_to_f16_bits(src, out=surface.bits)
                 else:
                     np.copyto(surface.bits, src)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from anetrain.mil.ir import Function
+from anetrain.mil.ir import Function, Literal, Operation
 from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.sim.context import PlanContext, Step, literal_array
 from anetrain.runtime.sim.ops import PLANNERS
@@ -38,6 +38,17 @@ def build_plan(
             else:
                 ctx.define(op.outputs[0], data, const=True)
             continue
+        if any(lit.blob is not None for lit in op.attributes.values()):
+            op = _with_resolved_blobs(op, weights)  # e.g. constexpr quantized_data
         PLANNERS[op.op_type](op, ctx)
     outputs = [ctx.values[var.name] for var in fn.outputs]
     return Plan(inputs, ctx.steps, outputs, weights.total_bytes)
+
+
+def _with_resolved_blobs(op: Operation, weights: WeightResolver) -> Operation:
+    """A copy of ``op`` whose BLOBFILE attribute literals carry their data inline."""
+    attributes = {
+        key: Literal(lit.type, weights.resolve(op, lit)) if lit.blob is not None else lit
+        for key, lit in op.attributes.items()
+    }
+    return replace(op, attributes=attributes)

@@ -229,6 +229,13 @@ def _report(console: Any, s: dict[str, Any], trainer: Any) -> None:
         f"{s['first_loss']:.4f} -> {s['final_loss']:.4f}"
         + (f" (best val {s['best_val_loss']:.4f})" if s["best_val_loss"] else ""),
     )
+    if s.get("modeled_ane_ms_per_step"):
+        t.add_row(
+            f"Modeled ANE ({s['chip']})",
+            f"{s['modeled_ane_ms_per_step']:.2f} ms/step kernels, "
+            f"{s['modeled_kernel_tflops']:.3f} TFLOPS, "
+            f"{s['modeled_utilization_pct']:.1f}% of peak (performance model)",
+        )
     if s["skipped_steps"]:
         t.add_row("Skipped steps", str(s["skipped_steps"]))
     console.print(t)

@@ -268,7 +268,15 @@ class Trainer:
         chip = self.pipeline.backend.chip
         tflops = flops / kernel_s / 1e12 if kernel_s > 0 else math.nan
         peak = (chip.rated_tops or math.nan) / 2  # rated figures are INT8 TOPS
+        modeled = self.pipeline.modeled_ms_per_window()
+        modeled_step = None if modeled is None else modeled * self.cfg.accum
+        modeled_tflops = (
+            flops / steps_run / (modeled_step / 1e3) / 1e12 if modeled_step and steps_run else None
+        )
         return {
+            "modeled_ane_ms_per_step": modeled_step,
+            "modeled_kernel_tflops": modeled_tflops,
+            "modeled_utilization_pct": 100 * modeled_tflops / peak if modeled_tflops else None,
             "steps": self.step,
             "steps_this_run": steps_run,
             "first_loss": first_loss,

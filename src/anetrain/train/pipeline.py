@@ -429,6 +429,14 @@ class DynamicPipeline:
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
+    def modeled_ms_per_window(self) -> float | None:
+        """Performance-model ANE time of one window's kernel evals (10 per layer), or None
+        when the backend reports no modeled time."""
+        per_layer = [k.stats.modeled_ns for k in self.kernels.values()]
+        if any(t is None for t in per_layer):
+            return None
+        return sum(per_layer) * self.config.n_layers / 1e6  # type: ignore[arg-type]
+
     def flops_per_window(self) -> int:
         """Kernel FLOPs of one forward+backward window (all layers)."""
         per_layer = sum(s.flops for s in self.specs.values())

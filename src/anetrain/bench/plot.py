@@ -40,7 +40,8 @@ def draw(spec: PlotSpec, path: str | Path, labels: list[str] | None = None) -> P
                 ax.set_xticks(s.x, labels, rotation=30, ha="right")
         else:
             for s in spec.series:
-                ax.plot(s.x, s.y, s.style, label=s.label)
+                order = sorted(range(len(s.x)), key=lambda i: s.x[i])  # lines run left to right
+                ax.plot([s.x[i] for i in order], [s.y[i] for i in order], s.style, label=s.label)
         if spec.vline is not None:
             x, label = spec.vline
             ax.axvline(x, linestyle="--", color="gray", label=label)

@@ -1,33 +1,47 @@
-"""Atomic file writes: readers and crashed runs see the old file or the new one, never half."""
+"""Atomic file writes: readers and crashed runs see the old file or the new one, never half.
+
+Data goes to a temporary file in the destination folder, is fsync'ed, then renamed over the
+target (``os.replace`` is atomic on POSIX and Windows), and the folder is fsync'ed so the
+rename itself survives a crash.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> Path:
-    """Write ``data`` to a temp file beside ``path``, fsync it, rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` only if the ``with`` block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         # 0o666 lets the umask decide permissions, as a plain open() would.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
-    return path
+    fsync_dir(target.parent)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> Path:
+    """Write ``data`` (bytes, or an iterable of byte chunks) to ``path`` atomically."""
+    chunks = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+    with atomic_writer(path) as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+    return Path(path)
 
 
 def fsync_dir(directory: Path) -> None:

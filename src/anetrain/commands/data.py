@@ -124,9 +124,9 @@ def _builtin(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else corpus.DEFAULT_SEED
     path = corpus.builtin_dataset(args.cache_dir, n_stories=n, seed=seed)
     if args.text is not None:
-        from anetrain.data._atomic import atomic_write_bytes
+        from anetrain.fsutil import atomic_write
 
-        atomic_write_bytes(args.text, corpus.builtin_text(n, seed).encode())
+        atomic_write(args.text, corpus.builtin_text(n, seed).encode())
     tf = TokenFile(path, corpus.BUILTIN_VOCAB_SIZE)
     print(f"tokens:    {path} ({tf.n_tokens:,} tokens, {n:,} stories)")
     print(f"tokenizer: {corpus.builtin_tokenizer_path(args.cache_dir)}")

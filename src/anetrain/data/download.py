@@ -21,11 +21,11 @@ from typing import BinaryIO
 
 import numpy as np
 
-from anetrain.data._atomic import atomic_writer
 from anetrain.data.errors import DownloadError
 from anetrain.data.paths import default_cache_dir
 from anetrain.data.progress import Progress, progress
 from anetrain.data.tokens import TOKEN_DTYPE, TokenFile
+from anetrain.fsutil import atomic_writer
 
 TINYSTORIES_URL = (
     "https://huggingface.co/datasets/enio/TinyStories/resolve/main/tok32000/"

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from anetrain.data._atomic import atomic_write_bytes
 from anetrain.data.errors import TokenizerError
+from anetrain.fsutil import atomic_write
 
 UNK_ID = 0
 BOS_ID = 1
@@ -139,7 +139,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``tokenizer.bin`` atomically."""
-        atomic_write_bytes(path, self.to_bytes())
+        atomic_write(path, self.to_bytes())
 
     # ---- vocabulary ----------------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from anetrain.data._atomic import atomic_writer
 from anetrain.data.errors import DataError
+from anetrain.fsutil import atomic_writer
 
 BOS_ID = 1
 EOS_ID = 2

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from anetrain.errors import AnetrainError
+from anetrain.fsutil import atomic_write
 
 
 class ModelFileError(AnetrainError, ValueError):
@@ -17,22 +16,14 @@ class ModelFileError(AnetrainError, ValueError):
 
 
 def write_atomic(path: str | Path, chunks: Iterable[bytes | np.ndarray]) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for c in chunks:
-                if isinstance(c, np.ndarray):
-                    np.ascontiguousarray(c, dtype="<f4").tofile(f)
-                else:
-                    f.write(c)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically write byte chunks, arrays as little-endian float32."""
+    atomic_write(
+        path,
+        (
+            np.ascontiguousarray(c, dtype="<f4").tobytes() if isinstance(c, np.ndarray) else c
+            for c in chunks
+        ),
+    )
 
 
 class Reader:

@@ -2,7 +2,9 @@
 
 Reads anetrain checkpoints (a ``.safetensors`` file or a run folder), llama2.c model files and
 maderix BLZT checkpoints, telling them apart by their magic bytes. Text goes to stdout as it is
-produced; the model summary and the tokens/s report go to stderr.
+produced; the model summary, the prompt prefill time and the decode tokens/s go to stderr.
+``--prefill kernels`` runs the prompt through the dynamic ANE training kernels
+(:mod:`anetrain.train.prefill`) instead of the NumPy forward; decoding stays NumPy.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 import os
 import struct
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="generate text from a checkpoint or model file",
         description="Sample text from an anetrain checkpoint (a .safetensors file, or a run "
         "folder: its best checkpoint, else its last), a llama2.c model .bin, or a maderix BLZT "
-        "checkpoint. Text streams to stdout; tokens/s is reported on stderr.",
+        "checkpoint. Text streams to stdout; the prefill time and decode tokens/s go to stderr.",
     )
     p.add_argument(
         "--ckpt",
@@ -79,6 +80,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="tokenizer.bin path or 'builtin' (default: the run folder's config.json; "
         "required for llama2.c and BLZT files)",
     )
+    p.add_argument(
+        "--prefill",
+        choices=["numpy", "kernels"],
+        default="numpy",
+        help="run the prompt through the NumPy forward (default) or the dynamic ANE training "
+        "kernels (pads the prompt to seq_len); decoding is NumPy either way",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "sim", "ane"],
+        help="--prefill kernels: auto (default; ane when available, else sim), sim or ane",
+    )
+    p.add_argument("--chip", help="--prefill kernels: chip profile for sim (e.g. m4, m1max)")
     p.set_defaults(handler=run)
 
 
@@ -197,6 +211,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise GenerateError(f"--top-k must be at least 1, got {args.top_k}")
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise GenerateError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.prefill != "kernels" and (args.backend is not None or args.chip is not None):
+        raise GenerateError("--backend and --chip only apply to --prefill kernels")
 
 
 class _Stream:
@@ -225,7 +241,8 @@ class _Stream:
 def run(args: argparse.Namespace) -> int:
     from anetrain.data.corpus import load_tokenizer
     from anetrain.data.tokenizer import BOS_ID, EOS_ID
-    from anetrain.model.generate import generate
+    from anetrain.model.reference import prefill as numpy_prefill
+    from anetrain.train.prefill import generate_with_prefill
 
     _check_args(args)
     model = load_model(args.ckpt, find_tokenizer=args.tokenizer is None)
@@ -259,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
             f"{cfg.seq_len}; shorten it to at most {cfg.seq_len - 1} tokens including BOS"
         )
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    kernels = _kernel_prefill(args, cfg) if args.prefill == "kernels" else None
     step = f", step {model.step}" if model.step is not None else ""
     print(
         f"anetrain generate: {model.path} ({KINDS[model.kind]}{step}; "
@@ -267,29 +285,52 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)
+    if kernels is not None:
+        be = kernels.pipeline.backend
+        print(
+            f"prefill: kernels on {be.name} ({be.chip.name}), window {kernels.seq_len}; "
+            f"compiled {len(kernels.pipeline.kernels)} kernels in {kernels.compile_s:.2f} s",
+            file=sys.stderr,
+        )
 
     stops = frozenset((BOS_ID, EOS_ID))
     stream = _Stream(tok, sys.stdout)
     for t in prompt:
         stream.write(t, stops)
-    start = time.perf_counter()
-    new = generate(
-        model.params,
-        cfg,
-        prompt,
-        min(args.max_tokens, cfg.seq_len - len(prompt)),
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=seed,
-        on_token=lambda t: stream.write(t, stops),
-        stop_ids=stops,
-    )
-    elapsed = time.perf_counter() - start
+    try:
+        result = generate_with_prefill(
+            model.params,
+            cfg,
+            prompt,
+            min(args.max_tokens, cfg.seq_len - len(prompt)),
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=seed,
+            on_token=lambda t: stream.write(t, stops),
+            stop_ids=stops,
+            prefill_fn=numpy_prefill if kernels is None else kernels,
+        )
+    finally:
+        if kernels is not None:
+            kernels.close()
     stream.close()
+    new, elapsed = result.tokens, result.decode_s
+    print(
+        f"prefill: {len(prompt)} prompt tokens in {result.prefill_s:.3f} s ({args.prefill})",
+        file=sys.stderr,
+    )
     print(
         f"{len(new)} tokens in {elapsed:.2f} s ({len(new) / max(elapsed, 1e-9):,.1f} tokens/s, "
         f"seed {seed})",
         file=sys.stderr,
     )
     return 0
+
+
+def _kernel_prefill(args: argparse.Namespace, cfg: Any) -> Any:
+    """The dynamic pipeline's kernels compiled for the prompt prefill (a KernelPrefill); a
+    backend that is unavailable or rejects the programs fails here, before any output."""
+    from anetrain.train.prefill import KernelPrefill
+
+    return KernelPrefill(cfg, backend=args.backend or "auto", chip=args.chip)

@@ -85,3 +85,11 @@ def test_generate_stops_at_stop_id_and_seq_len() -> None:
         generate(p, CFG.replace(dim=64, head_dim=16), [1], 3)
     with pytest.raises(ValueError, match="at least one token"):
         generate(p, CFG, [], 3)
+
+
+def test_allowed_ids_restrict_every_sampled_token() -> None:
+    cfg = ModelConfig(dim=16, n_layers=1, n_heads=2, hidden_dim=32, vocab_size=40, seq_len=32)
+    params = init_params(cfg, seed=0)
+    allowed = [3, 17, 29]
+    out = generate(params, cfg, [1], 20, temperature=1.5, seed=4, allowed_ids=allowed)
+    assert len(out) == 20 and set(out) <= set(allowed)

@@ -202,6 +202,7 @@ def _sample(
         temperature=0.8,
         top_k=40,
         seed=args.seed,
+        allowed_ids=trainer.vocab_ids(),
     )
     return tok.decode(prompt + new)
 

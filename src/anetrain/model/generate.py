@@ -64,6 +64,7 @@ def generate(
     seed: int = 0,
     on_token: Callable[[int], None] | None = None,
     stop_ids: Iterable[int] = (),
+    allowed_ids: Sequence[int] | None = None,
 ) -> list[int]:
     """New token ids after ``prompt_ids`` (the prompt is not included).
 
@@ -71,6 +72,8 @@ def generate(
     prompt + output reach ``config.seq_len`` tokens (as llama2.c caps ``steps``; raise it with
     ``config.replace(seq_len=...)``). ``config`` must match the params' architecture.
     ``on_token(id)`` is called as each token is produced (for streaming output).
+    ``allowed_ids`` restricts sampling to those ids: a model trained with a compacted
+    vocabulary never learned to push the other logits down.
     """
     if config.arch_hash() != params.config.arch_hash():
         raise ValueError(f"config does not match params: {params.config.diff(config)}")
@@ -87,7 +90,13 @@ def generate(
     logits = prefill(params, np.array(prompt, dtype=np.int64), kv)  # [V]
     out: list[int] = []
     pos = len(prompt)
+    banned = None
+    if allowed_ids is not None:
+        banned = np.ones(config.vocab_size, dtype=bool)
+        banned[np.asarray(allowed_ids, dtype=np.int64)] = False
     while len(out) < max_new_tokens:
+        if banned is not None:
+            logits = np.where(banned, -np.inf, logits)
         tok = sample_logits(logits, rng, temperature, top_k, top_p)
         out.append(tok)
         if on_token is not None:

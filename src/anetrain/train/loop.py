@@ -172,8 +172,13 @@ class Trainer:
             scaler=self.scaler.state_dict(),
             data=self.sampler.state_dict(),
             best_loss=self.best_loss,
-            extra={"train": asdict(self.cfg)},
+            extra={"train": asdict(self.cfg), "vocab_ids": self.vocab_ids()},
         )
+
+    def vocab_ids(self) -> list[int] | None:
+        """The token ids the classifier was trained over (None: the whole vocabulary)."""
+        ids = self.pipeline.vocab.ids
+        return None if ids.size == self.model.vocab_size else ids.tolist()
 
     def save(self, val_loss: float | None = None) -> None:
         """Write the last checkpoint; copy it to best when ``val_loss`` improves."""

@@ -118,9 +118,14 @@ def test_top_k_1_is_greedy_reference_decoding(
 def test_llama2c_export_generates_the_same_text(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    params = load_checkpoint(run_dir / "ckpt_best.safetensors").params
+    ckpt = load_checkpoint(run_dir / "ckpt_best.safetensors")
+    params = ckpt.params
     args = ["--max-tokens", "15", "--seed", "11", "--prompt", "The cat"]
-    code, want, _ = generate(capsys, "--ckpt", run_dir, *args)
+    # llama2.c files carry no record of the compacted training vocabulary, so compare with a
+    # checkpoint of the same weights without one
+    plain = tmp_path / "plain.safetensors"
+    save_checkpoint(plain, Checkpoint(ckpt.config, params))
+    code, want, _ = generate(capsys, "--ckpt", plain, "--tokenizer", "builtin", *args)
     assert code == 0
     for version in (0, 1):
         path = tmp_path / f"model_v{version}.bin"
@@ -256,3 +261,16 @@ def test_run_folder_config_json_tokenizer(
     (run / "config.json").write_text("{not json")
     expect_error(capsys, "unreadable run config", "--ckpt", run)
     assert generate(capsys, "--ckpt", run, "--tokenizer", "builtin", "--max-tokens", "3")[0] == 0
+
+
+def test_sampling_keeps_to_the_trained_vocabulary(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run on the built-in corpus trains over the ids the corpus uses; sampling from its
+    checkpoint never emits another id (which would decode to stray bytes)."""
+    ids = load_checkpoint(run_dir / "ckpt_best.safetensors").extra["vocab_ids"]
+    assert ids is not None and 0 < len(ids) < MODEL.vocab_size
+    code, out, _ = generate(
+        capsys, "--ckpt", run_dir, "--max-tokens", "40", "--seed", "5", "--temperature", "1.5"
+    )
+    assert code == 0 and "\ufffd" not in out

@@ -107,6 +107,7 @@ class LoadedModel:
     tokenizer: str | None = None  # tokenizer spec recorded with the run, if any
     step: int | None = None
     notes: list[str] = field(default_factory=list)
+    vocab_ids: list[int] | None = None  # the ids a compacted classifier was trained over
 
 
 def detect_format(path: Path) -> str:
@@ -168,7 +169,9 @@ def load_model(ckpt: Path, find_tokenizer: bool = True) -> LoadedModel:
     if kind == "anetrain":
         c = load_checkpoint(ckpt)
         tokenizer = _run_tokenizer(run_dir) if run_dir is not None and find_tokenizer else None
-        return LoadedModel(ckpt, kind, c.config, c.params, tokenizer, c.step)
+        return LoadedModel(
+            ckpt, kind, c.config, c.params, tokenizer, c.step, vocab_ids=c.extra.get("vocab_ids")
+        )
     if kind == "original":
         o = import_original_checkpoint(ckpt)
         return LoadedModel(ckpt, kind, o.config, o.params, None, o.header["step"], o.notes)
@@ -241,8 +244,8 @@ class _Stream:
 def run(args: argparse.Namespace) -> int:
     from anetrain.data.corpus import load_tokenizer
     from anetrain.data.tokenizer import BOS_ID, EOS_ID
+    from anetrain.model.generate import generate
     from anetrain.model.reference import prefill as numpy_prefill
-    from anetrain.train.prefill import generate_with_prefill
 
     _check_args(args)
     model = load_model(args.ckpt, find_tokenizer=args.tokenizer is None)
@@ -298,7 +301,8 @@ def run(args: argparse.Namespace) -> int:
     for t in prompt:
         stream.write(t, stops)
     try:
-        result = generate_with_prefill(
+        timings: dict[str, float] = {}
+        new = generate(
             model.params,
             cfg,
             prompt,
@@ -309,15 +313,17 @@ def run(args: argparse.Namespace) -> int:
             seed=seed,
             on_token=lambda t: stream.write(t, stops),
             stop_ids=stops,
+            allowed_ids=model.vocab_ids,
             prefill_fn=numpy_prefill if kernels is None else kernels,
+            timings=timings,
         )
     finally:
         if kernels is not None:
             kernels.close()
     stream.close()
-    new, elapsed = result.tokens, result.decode_s
+    elapsed = timings["decode_s"]
     print(
-        f"prefill: {len(prompt)} prompt tokens in {result.prefill_s:.3f} s ({args.prefill})",
+        f"prefill: {len(prompt)} prompt tokens in {timings['prefill_s']:.3f} s ({args.prefill})",
         file=sys.stderr,
     )
     print(

@@ -7,6 +7,7 @@ Timing (tokens/s) is the caller's job. Not a serving engine: batch 1, fp32, CPU.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -65,6 +66,8 @@ def generate(
     on_token: Callable[[int], None] | None = None,
     stop_ids: Iterable[int] = (),
     allowed_ids: Sequence[int] | None = None,
+    prefill_fn: Callable[[Params, np.ndarray, KVCache], np.ndarray] = prefill,
+    timings: dict[str, float] | None = None,
 ) -> list[int]:
     """New token ids after ``prompt_ids`` (the prompt is not included).
 
@@ -73,7 +76,9 @@ def generate(
     ``config.replace(seq_len=...)``). ``config`` must match the params' architecture.
     ``on_token(id)`` is called as each token is produced (for streaming output).
     ``allowed_ids`` restricts sampling to those ids: a model trained with a compacted
-    vocabulary never learned to push the other logits down.
+    vocabulary never learned to push the other logits down. ``prefill_fn`` fills the KV cache
+    for the prompt (e.g. through the ANE kernels, :mod:`anetrain.train.prefill`); ``timings``
+    receives ``prefill_s`` and ``decode_s``.
     """
     if config.arch_hash() != params.config.arch_hash():
         raise ValueError(f"config does not match params: {params.config.diff(config)}")
@@ -87,7 +92,9 @@ def generate(
     stops = set(stop_ids)
     rng = np.random.default_rng(seed)
     kv = KVCache.empty(config, config.seq_len, dtype=params.dtype)
-    logits = prefill(params, np.array(prompt, dtype=np.int64), kv)  # [V]
+    start = time.perf_counter()
+    logits = prefill_fn(params, np.array(prompt, dtype=np.int64), kv)  # [V]
+    prefilled = time.perf_counter()
     out: list[int] = []
     pos = len(prompt)
     banned = None
@@ -105,4 +112,7 @@ def generate(
             break
         logits = forward_step(params, tok, pos, kv)
         pos += 1
+    if timings is not None:
+        timings["prefill_s"] = prefilled - start
+        timings["decode_s"] = time.perf_counter() - prefilled
     return out

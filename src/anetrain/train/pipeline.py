@@ -28,6 +28,7 @@ from anetrain.model.config import ModelConfig
 from anetrain.model.params import Params
 from anetrain.model.reference import rmsnorm_backward, rmsnorm_forward
 
+FORWARD_KERNELS = ("sdpa_fwd", "wo_fwd", "ffn_fused")
 PHASES = ("kernels", "io", "classifier", "elementwise", "rmsnorm", "blas_wait")
 
 # kernel -> {input region -> (param name, transposed?)}: what weight staging writes
@@ -122,13 +123,19 @@ class DynamicPipeline:
         dtype: DType = FP16,
         used_ids: np.ndarray | None = None,
         overlap_blas: bool = True,
+        forward_only: bool = False,
     ) -> None:
         self.config = config
         self.dims = Dims.from_config(config, dtype)
         self.dtype = dtype
         self.vocab = CompactVocab(used_ids, config.vocab_size)
         self.timer = PhaseTimer()
-        self.specs: dict[str, KernelSpec] = build_kernels(self.dims)
+        self.forward_only = forward_only  # compile just the three forward kernels (prefill)
+        self.specs: dict[str, KernelSpec] = {
+            name: spec
+            for name, spec in build_kernels(self.dims).items()
+            if not forward_only or name in FORWARD_KERNELS
+        }
         be = backend if isinstance(backend, runtime.Backend) else runtime.get_backend(backend, chip)
         self.backend = be
         start = time.perf_counter()
@@ -139,7 +146,9 @@ class DynamicPipeline:
         self.compile_s = time.perf_counter() - start
         L = config.n_layers
         self.layer_in = {
-            name: [self.kernels[name].new_surface() for _ in range(L)] for name in WEIGHT_REGIONS
+            name: [self.kernels[name].new_surface() for _ in range(L)]
+            for name in WEIGHT_REGIONS
+            if name in self.kernels
         }
         self.requests = {
             name: [self.kernels[name].request(s) for s in surfaces]
@@ -181,6 +190,8 @@ class DynamicPipeline:
         """Write every layer's weights into its input surfaces (after init and each update)."""
         with self.timer("io"):
             for kernel, regions in WEIGHT_REGIONS.items():
+                if kernel not in self.specs:
+                    continue
                 spec = self.specs[kernel]
                 for layer, surface in enumerate(self.layer_in[kernel]):
                     for region_name, (param, transposed) in regions.items():
@@ -230,23 +241,14 @@ class DynamicPipeline:
 
     # ---- one window -----------------------------------------------------------------------
 
-    def forward_backward(
-        self,
-        params: Params,
-        grads: Params,
-        tokens: np.ndarray,
-        targets: np.ndarray,
-        loss_scale: float = 1.0,
-        grad_scale: float = 1.0,
-    ) -> float:
-        """Mean cross-entropy of one window; adds ``loss_scale * grad_scale * dLoss/dW`` to
-        ``grads`` (deferred: call :meth:`wait` before reading them)."""
+    def forward(self, params: Params, tokens: np.ndarray) -> tuple[np.ndarray, list[LayerActs]]:
+        """Run one window through the forward kernels: the final residual stream ``[D, S]``
+        and, per layer, what the backward needs (including the K/V taps a KV cache wants)."""
         cfg, d = self.config, self.dims
         S, L, alpha = d.seq, cfg.n_layers, d.res_alpha
         tokens = np.asarray(tokens, dtype=np.int64)
-        if tokens.shape != (S,) or np.shape(targets) != (S,):
-            raise ValueError(f"tokens and targets must have shape [{S}]")
-
+        if tokens.shape != (S,):
+            raise ValueError(f"tokens must have shape [{S}], got {list(tokens.shape)}")
         # embedding: x [D, S]
         with self.timer("elementwise"):
             x = np.ascontiguousarray(params["embed"][tokens].T)
@@ -284,6 +286,27 @@ class DynamicPipeline:
                 h1, h3, gate = (self._read(out, fo[k]) for k in ("h1", "h3", "gate"))
             acts.append(LayerActs(x, xn, rrms1, attn, qkv, x2, x2n, rrms2, h1, h3, gate))
             x = x_next
+        return x, acts
+
+    def forward_backward(
+        self,
+        params: Params,
+        grads: Params,
+        tokens: np.ndarray,
+        targets: np.ndarray,
+        loss_scale: float = 1.0,
+        grad_scale: float = 1.0,
+    ) -> float:
+        """Mean cross-entropy of one window; adds ``loss_scale * grad_scale * dLoss/dW`` to
+        ``grads`` (deferred: call :meth:`wait` before reading them)."""
+        cfg, d = self.config, self.dims
+        S, L = d.seq, cfg.n_layers
+        if self.forward_only:
+            raise RuntimeError("this pipeline compiled only the forward kernels")
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if np.shape(targets) != (S,):
+            raise ValueError(f"tokens and targets must have shape [{S}]")
+        x, acts = self.forward(params, tokens)
 
         # final norm, classifier over the compact vocabulary, cross-entropy
         with self.timer("rmsnorm"):

@@ -7,7 +7,6 @@ import pytest
 from anetrain.bench import configs
 from anetrain.kernels import probes
 from anetrain.perfmodel import program_cost
-from anetrain.perfmodel import workloads as wl
 from anetrain.perfmodel.reference import load_reference, reference_rows
 
 MIB = 1 << 20
@@ -57,18 +56,29 @@ def test_int8_chain_counts_int8_weights_and_fuses_quantization() -> None:
 @pytest.mark.parametrize(
     ("skeleton", "real"),
     [
-        (lambda: wl.single_conv(48, 16), lambda: probes.single_conv(48, 16)),
-        (lambda: wl.conv_chain(32, 8, 4), lambda: probes.conv_chain(32, 8, 4)),
-        (lambda: wl.int8_chain(32, 4, 3), lambda: probes.int8_chain(32, 4, 3)),
+        (
+            lambda: probes.single_conv(48, 16, data=False).program,
+            lambda: probes.single_conv(48, 16),
+        ),
+        (
+            lambda: probes.conv_chain(32, 8, 4, data=False).program,
+            lambda: probes.conv_chain(32, 8, 4),
+        ),
+        (
+            lambda: probes.int8_chain(32, 4, 3, data=False).program,
+            lambda: probes.int8_chain(32, 4, 3),
+        ),
     ],
 )
-def test_structure_only_workloads_match_the_probes(skeleton, real) -> None:  # type: ignore[no-untyped-def]
+def test_weight_free_probes_match_the_real_ones(skeleton, real) -> None:  # type: ignore[no-untyped-def]
     assert _signature(skeleton()) == _signature(real().program)
 
 
 def test_spatial_chain_equals_flat_chain_in_cost() -> None:
     """The int8 bench's FP16 rows run [1,ch,1,sp*sp] for the original's [1,ch,sp,sp]."""
-    assert _signature(wl.conv_chain(32, 8, 2, height=8)) == _signature(wl.conv_chain(32, 64, 2))
+    assert _signature(probes.conv_chain(32, 8, 2, height=8, data=False).program) == _signature(
+        probes.conv_chain(32, 64, 2, data=False).program
+    )
 
 
 def test_formulas_match_the_reference_tables() -> None:

@@ -11,7 +11,6 @@ import pytest
 from anetrain import perfmodel, runtime
 from anetrain.kernels import probes
 from anetrain.perfmodel import PerfModelError, get_params, predict
-from anetrain.perfmodel import workloads as wl
 from anetrain.perfmodel.costs import OpCost, ProgramCost
 from anetrain.perfmodel.params import params_from_dict, read_params_file
 from anetrain.runtime.chips import chip_names
@@ -45,27 +44,35 @@ def test_more_flops_never_faster(params: perfmodel.PerfParams) -> None:
 
 @pytest.mark.parametrize("params", CHIPS, ids=lambda p: p.chip)
 def test_deeper_or_wider_programs_never_faster(params: perfmodel.PerfParams) -> None:
-    times = [predict(wl.conv_chain(512, 64, d), params).total_ns for d in (8, 32, 64, 96, 128)]
+    times = [
+        predict(probes.conv_chain(512, 64, d, data=False).program, params).total_ns
+        for d in (8, 32, 64, 96, 128)
+    ]
     assert times == sorted(times)
-    times = [predict(wl.single_conv(c, 64), params).total_ns for c in (256, 2048, 4096, 8192)]
+    times = [
+        predict(probes.single_conv(c, 64, data=False).program, params).total_ns
+        for c in (256, 2048, 4096, 8192)
+    ]
     assert times == sorted(times)
 
 
 def test_spilled_weights_are_slower_and_the_cliff_is_at_the_capacity() -> None:
-    program = wl.conv_chain(512, 64, 32)  # 16 MiB of weights
+    program = probes.conv_chain(512, 64, 32, data=False).program  # 16 MiB of weights
     roomy = dataclasses.replace(M4MAX, sram_mib=64.0)
     tight = dataclasses.replace(M4MAX, sram_mib=8.0)
     resident, spilled = predict(program, roomy), predict(program, tight)
     assert resident.resident and not spilled.resident
     assert spilled.total_ns > resident.total_ns
-    just_below = predict(wl.conv_chain(512, 64, 54), M4MAX)  # 27 MiB < 28 MiB
-    just_above = predict(wl.conv_chain(512, 64, 58), M4MAX)  # 29 MiB
+    just_below = predict(
+        probes.conv_chain(512, 64, 54, data=False).program, M4MAX
+    )  # 27 MiB < 28 MiB
+    just_above = predict(probes.conv_chain(512, 64, 58, data=False).program, M4MAX)  # 29 MiB
     assert just_below.resident and not just_above.resident
 
 
 def test_int8_weights_run_at_the_int8_rate() -> None:
-    fp16 = predict(wl.conv_chain(512, 64, 128, height=64), M4MAX)
-    int8 = predict(wl.int8_chain(512, 64, 128), M4MAX)
+    fp16 = predict(probes.conv_chain(512, 64, 128, height=64, data=False).program, M4MAX)
+    int8 = predict(probes.int8_chain(512, 64, 128, data=False).program, M4MAX)
     assert fp16.bound() == "compute"
     assert fp16.ms / int8.ms == pytest.approx(M4MAX.int8_factor, rel=0.1)
 

@@ -167,6 +167,7 @@ class BlobWriter:
     def __init__(self) -> None:
         self._blobs: list[tuple[int, BlobDType, bytes]] = []  # (metadata offset, dtype, data)
         self._end = HEADER_SIZE  # file length so far; no trailing padding after the last blob
+        self._reserved = False
 
     def __len__(self) -> int:
         return len(self._blobs)
@@ -211,11 +212,23 @@ class BlobWriter:
         self._end = offset + METADATA_SIZE + len(data)
         return offset
 
+    def reserve(self, nbytes: int, dtype: np.dtype | type = np.float16) -> int:
+        """The offset :meth:`add` would give an array of ``nbytes`` bytes, without its data:
+        for programs that are only analysed (cost models), never compiled. A writer that has
+        reserved blobs cannot serialise."""
+        offset = _align(self._end)
+        self._blobs.append((offset, BlobDType.from_numpy(np.dtype(dtype)), b""))
+        self._reserved = True
+        self._end = offset + METADATA_SIZE + int(nbytes)
+        return offset
+
     def extend(self, arrays: Iterable[np.ndarray]) -> list[int]:
         """Add several arrays; returns their metadata offsets."""
         return [self.add(a) for a in arrays]
 
     def _chunks(self) -> Iterator[bytes]:
+        if self._reserved:
+            raise WeightFileError("this writer only reserved offsets (no data); nothing to write")
         yield _HEADER.pack(len(self._blobs), VERSION)
         pos = HEADER_SIZE
         for offset, code, data in self._blobs:

@@ -1,6 +1,6 @@
 """The measured M4 Max reference figures (``reference_m4max.json``) as fittable rows.
 
-Each row pairs a structure-only program (:mod:`anetrain.perfmodel.workloads`) with its
+Each row pairs a weight-free probe program (``probes.*(data=False)``) with its
 measured ms per eval. The INT8 rows were measured on an Apple M4, not the M4 Max: both carry
 the same 16-core H16 Neural Engine (rated 38 TOPS each), so their times transfer with
 :data:`M4_TO_M4MAX` = 1.0. They are the only compute-bound rows (spatial 64x64), so they pin
@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from anetrain.perfmodel import workloads
+from anetrain.kernels import probes
 from anetrain.perfmodel.costs import ProgramCost, program_cost
 
 REFERENCE_FILE = "reference_m4max.json"
@@ -44,17 +44,17 @@ def load_reference(path: str | Path | None = None) -> dict[str, Any]:
 
 @cache
 def _single(ch: int, sp: int) -> ProgramCost:
-    return program_cost(workloads.single_conv(ch, sp))
+    return program_cost(probes.single_conv(ch, sp, data=False).program)
 
 
 @cache
 def _chain(ch: int, sp: int, depth: int, height: int = 1) -> ProgramCost:
-    return program_cost(workloads.conv_chain(ch, sp, depth, height))
+    return program_cost(probes.conv_chain(ch, sp, depth, data=False, height=height).program)
 
 
 @cache
 def _int8(ch: int, sp: int, depth: int) -> ProgramCost:
-    return program_cost(workloads.int8_chain(ch, sp, depth))
+    return program_cost(probes.int8_chain(ch, sp, depth, data=False).program)
 
 
 def _records(section: dict[str, Any]) -> list[dict[str, Any]]:

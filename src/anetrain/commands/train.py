@@ -132,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
     summary["sample"] = _sample(trainer, tokenizer_spec, args, console)
     write_json(out / "summary.json", summary)
     _report(console, summary, trainer)
+    if summary["interrupted"]:
+        console.print(
+            f"[yellow]Interrupted at step {summary['steps']}[/]; checkpoint saved. Continue with: "
+            f"anetrain train ... --out {out} --resume"
+        )
     return 0
 
 

@@ -9,12 +9,15 @@ same losses bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,25 +249,31 @@ class Trainer:
         self._metrics.flush()
 
     def run(self) -> dict[str, Any]:
+        """Train to ``steps``. Ctrl-C stops after the current step, with a checkpoint saved
+        (a second Ctrl-C aborts at once)."""
         wall_start = time.perf_counter()
         first_loss = None
-        while self.step < self.cfg.steps:
-            record = self.train_step()
-            first_loss = record.loss if first_loss is None else first_loss
-            self.history.append(record.loss)
-            self.log(record.to_json())
-            if self.on_step is not None:
-                self.on_step(record)
-            val = None
-            if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps:
-                val = self.validate()
-                self.log({"type": "val", "step": self.step, "val_loss": val})
-            improved = val is not None and val < self.best_loss
-            if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps or improved:
-                self.save(val)
+        with _stop_on_interrupt() as stop:
+            while self.step < self.cfg.steps and not stop.requested:
+                record = self.train_step()
+                first_loss = record.loss if first_loss is None else first_loss
+                self.history.append(record.loss)
+                self.log(record.to_json())
+                if self.on_step is not None:
+                    self.on_step(record)
+                val = None
+                if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps:
+                    val = self.validate()
+                    self.log({"type": "val", "step": self.step, "val_loss": val})
+                improved = val is not None and val < self.best_loss
+                due = self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps
+                if due or improved or stop.requested:
+                    self.save(val)
         self._metrics.close()
         self.pipeline.close()
-        return self.summary(time.perf_counter() - wall_start, first_loss)
+        summary = self.summary(time.perf_counter() - wall_start, first_loss)
+        summary["interrupted"] = stop.requested
+        return summary
 
     def summary(self, wall_s: float, first_loss: float | None) -> dict[str, Any]:
         steps_run = len(self.history)
@@ -329,3 +338,26 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt() -> Iterator[_StopFlag]:
+    """Turn the first SIGINT into a request to stop between steps (main thread only)."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        flag.requested = True
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -159,3 +159,14 @@ def test_init_matches_scratch_init_scalings() -> None:
 def test_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         preset("tiny").dim = 3  # type: ignore[misc]
+
+
+def test_shipped_example_config_loads() -> None:
+    from pathlib import Path
+
+    from anetrain.model.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / "tiny-gqa.toml"
+    cfg = load_config(path)
+    assert (cfg.n_heads, cfg.n_kv_heads, cfg.residual_scaling) == (4, 2, True)
+    assert cfg.dim == load_config("tiny").dim

@@ -57,16 +57,17 @@ def test_deeper_or_wider_programs_never_faster(params: perfmodel.PerfParams) -> 
 
 
 def test_spilled_weights_are_slower_and_the_cliff_is_at_the_capacity() -> None:
+    """The mechanics, on parameters with a clear SRAM/DRAM gap (the M4 Max fit has almost
+    none: its chains show no cliff)."""
+    chip = dataclasses.replace(M4MAX, sram_mib=28.0, sram_gbps=2000.0, dram_gbps=100.0)
     program = probes.conv_chain(512, 64, 32, data=False).program  # 16 MiB of weights
-    roomy = dataclasses.replace(M4MAX, sram_mib=64.0)
-    tight = dataclasses.replace(M4MAX, sram_mib=8.0)
+    roomy = dataclasses.replace(chip, sram_mib=64.0)
+    tight = dataclasses.replace(chip, sram_mib=8.0)
     resident, spilled = predict(program, roomy), predict(program, tight)
     assert resident.resident and not spilled.resident
     assert spilled.total_ns > resident.total_ns
-    just_below = predict(
-        probes.conv_chain(512, 64, 54, data=False).program, M4MAX
-    )  # 27 MiB < 28 MiB
-    just_above = predict(probes.conv_chain(512, 64, 58, data=False).program, M4MAX)  # 29 MiB
+    just_below = predict(probes.conv_chain(512, 64, 54, data=False).program, chip)  # 27 MiB
+    just_above = predict(probes.conv_chain(512, 64, 58, data=False).program, chip)  # 29 MiB
     assert just_below.resident and not just_above.resident
 
 
@@ -99,3 +100,21 @@ def test_sim_kernels_report_modeled_time() -> None:
     assert kernel.stats.modeled_ns == round(expected)  # an eval keeps it
     assert perfmodel.modeled_ns(model.text, "m4max") == round(expected)
     assert perfmodel.modeled_ns(model.program, "no-such-chip") is None
+
+
+def test_an_op_larger_than_the_sram_streams_its_weights_spill_factor_times() -> None:
+    """One 4096-channel conv (32 MiB of weights) against a chain of 64 512-channel convs with
+    the same total: only the single op exceeds the SRAM and pays the spill factor."""
+    chip = dataclasses.replace(M4MAX, sram_mib=24.0, spill_factor=5.0, per_op_us=0.0)
+    single = probes.single_conv(4096, 64, data=False).program
+    chain = probes.conv_chain(512, 64, 64, data=False).program
+    big = predict(single, chip)
+    conv_ns = next(op.ns for op in big.ops if op.op_type == "conv")
+    weight_bytes = 4096 * 4096 * 2
+    assert conv_ns >= 5.0 * weight_bytes / chip.dram_gbps
+    no_spill = predict(single, dataclasses.replace(chip, spill_factor=1.0))
+    assert big.total_ns > no_spill.total_ns
+    assert (
+        predict(chain, chip).total_ns
+        == predict(chain, dataclasses.replace(chip, spill_factor=1.0)).total_ns
+    )

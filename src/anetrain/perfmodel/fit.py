@@ -1,10 +1,11 @@
 """Fit the roofline parameters of the reference chip to measured rows (least squares on
 log time), and score any parameter set against them.
 
-Six continuous parameters are fitted in log space (compute roof, INT8 factor, SRAM/DRAM
-bandwidth ratio, DRAM bandwidth, dispatch and per-op cost) with ``scipy.optimize.least_squares``
-when SciPy is installed, else a small Levenberg-Marquardt in NumPy. The SRAM capacity moves
-the cliff between measured weight sizes, so it is chosen by trying each gap between them.
+Seven continuous parameters are fitted in log space (compute roof, INT8 factor, SRAM/DRAM
+bandwidth ratio, DRAM bandwidth, dispatch and per-op cost, spill factor) with
+``scipy.optimize.least_squares`` when SciPy is installed, else a small Levenberg-Marquardt in
+NumPy. The SRAM capacity moves the cliff between measured weight sizes, so it is chosen by
+trying each gap between them.
 """
 
 from __future__ import annotations
@@ -20,13 +21,20 @@ from anetrain.perfmodel.reference import RefRow
 from anetrain.perfmodel.roofline import predict
 from anetrain.perfmodel.specs import REFERENCE_CHIP, SPECS
 
-NAMES = ("peak_tflops", "int8_factor", "sram_over_dram", "dram_gbps", "dispatch_us", "per_op_us")
-LOWER = np.log([1.0, 1.0, 1.0, 10.0, 1.0, 1e-3])
-UPPER = np.log([100.0, 4.0, 100.0, 4000.0, 3000.0, 20.0])
+NAMES = (
+    "peak_tflops", "int8_factor", "sram_over_dram", "dram_gbps", "dispatch_us", "per_op_us",
+    "spill_factor",
+)  # fmt: skip
+# physical ceilings: compute at most the rated fp16 peak (+5% for the rating's rounding), SRAM
+# at most 8x DRAM bandwidth (the rows never bind it, so it would run off otherwise), DRAM
+# bandwidth at most what the SoC's memory delivers (M4 Max: 546 GB/s)
+_REF = SPECS[REFERENCE_CHIP]
+LOWER = np.log([1.0, 1.0, 1.0, 10.0, 1.0, 1e-3, 1.0])
+UPPER = np.log([1.05 * _REF.rated_fp16_tflops, 4.0, 8.0, _REF.memory_gbps, 3000.0, 20.0, 100.0])
 STARTS = (
-    (19.0, 1.8, 4.0, 300.0, 200.0, 0.5),
-    (12.0, 1.5, 10.0, 100.0, 100.0, 1.0),
-    (30.0, 2.0, 2.0, 600.0, 300.0, 0.2),
+    (19.0, 1.8, 4.0, 300.0, 200.0, 0.5, 4.0),
+    (12.0, 1.5, 10.0, 100.0, 100.0, 1.0, 1.0),
+    (30.0, 2.0, 2.0, 500.0, 300.0, 0.2, 10.0),
 )
 SRAM_RANGE_MIB = (24.0, 32.0)  # the probes' estimate: "about 24-32 MB of weights fit"
 
@@ -111,13 +119,14 @@ class _Features:
         self.n = len(rows)
 
     def predict_ms(self, u: np.ndarray, sram_bytes: float) -> np.ndarray:
-        peak, int8, ratio, dram, dispatch, per_op = np.exp(u)
+        peak, int8, ratio, dram, dispatch, per_op, spill = np.exp(u)
         resident = (self.footprint <= sram_bytes)[self.row]
+        streamed = self.weight * np.where(self.weight > sram_bytes, spill, 1.0)
         rate = peak * 1e3 * np.where(self.int8, int8, 1.0)
         t = np.maximum.reduce(
             [
                 self.flops / rate,
-                (self.io + np.where(resident, 0.0, self.weight)) / dram,
+                (self.io + np.where(resident, 0.0, streamed)) / dram,
                 (self.act + np.where(resident, self.weight, 0.0)) / (dram * ratio),
             ]
         )
@@ -218,6 +227,7 @@ def fit(
         dram_gbps=round(values["dram_gbps"], 1),
         dispatch_us=round(values["dispatch_us"], 2),
         per_op_us=round(values["per_op_us"], 4),
+        spill_factor=round(values["spill_factor"], 3),
         calibrated=True,
     )
     errors = score(rows, params)

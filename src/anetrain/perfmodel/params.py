@@ -37,6 +37,9 @@ class PerfParams:
     dram_gbps: float  # bandwidth for streamed weights and the input/output surfaces
     dispatch_us: float  # fixed cost of one eval
     per_op_us: float  # fixed cost of each runtime op
+    # weight traffic multiplier for one op whose own weights exceed the SRAM: they cannot stay
+    # on chip while the op sweeps its spatial tiles, so they are streamed again and again
+    spill_factor: float = 1.0
     calibrated: bool = False
     source: str = ""
 
@@ -50,6 +53,8 @@ class PerfParams:
                 raise PerfModelError(f"perf params for {self.chip!r}: {key} must be >= 0")
         if self.int8_factor < 1:
             raise PerfModelError(f"perf params for {self.chip!r}: int8_factor must be >= 1")
+        if self.spill_factor < 1:
+            raise PerfModelError(f"perf params for {self.chip!r}: spill_factor must be >= 1")
         if self.dram_gbps > self.sram_gbps:
             raise PerfModelError(
                 f"perf params for {self.chip!r}: dram_gbps ({self.dram_gbps}) exceeds sram_gbps "

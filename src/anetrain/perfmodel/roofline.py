@@ -5,8 +5,11 @@
 
 ``compute_rate`` is the fp16 peak, times ``int8_factor`` for ops on int8 weights. Weights are
 resident (read at SRAM bandwidth) when all of the program's constants fit in ``sram_mib``;
-otherwise every weight read streams from DRAM: a cliff, as the SRAM probes show. Program
-inputs and outputs always cross DRAM; intermediate activations stay on chip.
+otherwise every weight read streams from DRAM: a cliff, as the SRAM probes show. An op whose
+own weights exceed the SRAM streams them ``spill_factor`` times (they cannot stay on chip
+while the op sweeps its spatial tiles): what makes one 32 MiB conv far slower than a chain of
+64 half-MiB convs with the same total weights. Program inputs and outputs always cross DRAM;
+intermediate activations stay on chip.
 
 Both more FLOPs and more bytes can only add time, and spilling only slows down, because the
 parameters guarantee ``dram_gbps <= sram_gbps``.
@@ -60,7 +63,8 @@ class Prediction:
 
 def op_time(op: OpCost, params: PerfParams, resident: bool) -> OpTime:
     rate = params.peak_tflops * 1e3 * (params.int8_factor if op.int8 else 1.0)  # FLOP per ns
-    dram = op.io_bytes + (0 if resident else op.weight_bytes)
+    spill = params.spill_factor if op.weight_bytes > params.sram_bytes else 1.0
+    dram = op.io_bytes + (0 if resident else op.weight_bytes * spill)
     sram = op.act_bytes + (op.weight_bytes if resident else 0)
     roofs = {
         "compute": op.flops / rate,

@@ -12,6 +12,7 @@ from anetrain.errors import AnetrainError
 
 def build_parser() -> argparse.ArgumentParser:
     from anetrain.commands import bench as bench_cmd
+    from anetrain.commands import dashboard as dash_cmd
     from anetrain.commands import data as data_cmd
     from anetrain.commands import doctor as doctor_cmd
     from anetrain.commands import generate as generate_cmd
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"anetrain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train_cmd, generate_cmd, mil_cmd, data_cmd, doctor_cmd, bench_cmd):
+    for module in (train_cmd, generate_cmd, mil_cmd, data_cmd, doctor_cmd, bench_cmd, dash_cmd):
         module.register(sub)
     return parser
 

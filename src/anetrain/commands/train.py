@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--tokenizer",
         help="tokenizer.bin for samples (default: built-in when training on the built-in corpus)",
     )
-    p.add_argument("--steps", type=int, default=500, help="optimizer steps (default 500)")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     p.add_argument(
         "--accum",

@@ -81,9 +81,13 @@ def test_numpy_fallback_finds_the_same_fit() -> None:
 
 def test_packaged_parameters_and_docs_are_current() -> None:
     """params.json and docs/perfmodel.md were regenerated after the last model change."""
-    fresh = fitting.fit(reference_rows()).params
+    rows = reference_rows()
+    fresh = fitting.fit(rows)
     packaged = get_params("m4max")
-    for key in ("peak_tflops", "int8_factor", "sram_mib", "dram_gbps", "dispatch_us"):
-        assert getattr(packaged, key) == pytest.approx(getattr(fresh, key), rel=0.02), key
+    # The fit is flat along some directions (e.g. DRAM bandwidth between ~300 and 546 GB/s
+    # prices these rows almost alike), so SciPy and the NumPy fallback may land on different
+    # parameters of equal quality: compare how well they explain the rows, not the values.
+    packaged_rms = fitting.metrics(fitting.score(rows, packaged)).rms_log
+    assert packaged_rms <= fresh.metrics.rms_log + 0.01
     docs = (ROOT / "docs" / "perfmodel.md").read_text()
     assert f"| `peak_tflops` | {packaged.peak_tflops:g} |" in docs

@@ -11,34 +11,12 @@ import pytest
 from anetrain import __version__
 from anetrain.cli import main
 from anetrain.kernels.examples import example_models, write_examples
+from seed_mil import FOOTER, HEADER, SEED_DYN_MATMUL
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "mil"
 
-SEED_DYN_MATMUL = """program(1.3)
-[buildInfo = dict<string, string>({{"coremlc-component-MIL", "3510.2.1"}, {"coremlc-version", "3505.4.1"}, {"coremltools-component-milinternal", ""}, {"coremltools-version", "9.0"}})]
-{
-    func main<ios18>(tensor<fp16, [1, 768, 1, 2304]> x) {
-        tensor<int32, [4]> mm_ba = const()[name=string("mm_ba"), val=tensor<int32, [4]>([0,0,0,0])];
-        tensor<int32, [4]> mm_sa = const()[name=string("mm_sa"), val=tensor<int32, [4]>([1,768,1,256])];
-        tensor<fp16, [1,768,1,256]> mm_act = slice_by_size(x=x,begin=mm_ba,size=mm_sa)[name=string("mm_act")];
-        tensor<int32, [4]> mm_bw = const()[name=string("mm_bw"), val=tensor<int32, [4]>([0,0,0,256])];
-        tensor<int32, [4]> mm_sw = const()[name=string("mm_sw"), val=tensor<int32, [4]>([1,768,1,2048])];
-        tensor<fp16, [1,768,1,2048]> mm_wt = slice_by_size(x=x,begin=mm_bw,size=mm_sw)[name=string("mm_wt")];
-        tensor<int32, [4]> mm_ra = const()[name=string("mm_ra"), val=tensor<int32, [4]>([1,1,768,256])];
-        tensor<fp16, [1,1,768,256]> mm_a2 = reshape(shape=mm_ra,x=mm_act)[name=string("mm_a2")];
-        tensor<int32, [4]> mm_pm = const()[name=string("mm_pm"), val=tensor<int32, [4]>([0,1,3,2])];
-        tensor<fp16, [1,1,256,768]> mm_a3 = transpose(perm=mm_pm,x=mm_a2)[name=string("mm_a3")];
-        tensor<int32, [4]> mm_rw = const()[name=string("mm_rw"), val=tensor<int32, [4]>([1,1,768,2048])];
-        tensor<fp16, [1,1,768,2048]> mm_W = reshape(shape=mm_rw,x=mm_wt)[name=string("mm_W")];
-        bool bF = const()[name=string("bF"), val=bool(false)];
-        tensor<fp16, [1,1,256,2048]> mm_yh = matmul(transpose_x=bF,transpose_y=bF,x=mm_a3,y=mm_W)[name=string("mm_yh")];
-        tensor<fp16, [1,1,2048,256]> mm_yt = transpose(perm=mm_pm,x=mm_yh)[name=string("mm_yt")];
-        tensor<int32, [4]> mm_ro = const()[name=string("mm_ro"), val=tensor<int32, [4]>([1,2048,1,256])];
-        tensor<fp16, [1,2048,1,256]> mm_y = reshape(shape=mm_ro,x=mm_yt)[name=string("mm_y")];
-    } -> (mm_y);
-}
-"""  # noqa: E501
+SEED_TEXT = HEADER + SEED_DYN_MATMUL + FOOTER
 
 
 def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,12 +65,12 @@ def test_check_summary_of_dyn_matmul(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_check_accepts_seed_text_verbatim(tmp_path: Path) -> None:
     path = tmp_path / "seed.mil"
-    path.write_text(SEED_DYN_MATMUL)
+    path.write_text(SEED_TEXT)
     assert main(["mil", "check", str(path), "--target", "ios18"]) == 0
 
 
 def test_check_reports_file_line_col(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bad = SEED_DYN_MATMUL.replace(
+    bad = SEED_TEXT.replace(
         "mm_yt = transpose(perm=mm_pm,x=mm_yh)", "mm_yt = transpose(perm=mm_pm,x=mm_nope)"
     )
     path = tmp_path / "bad.mil"
@@ -105,7 +83,7 @@ def test_check_reports_file_line_col(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_check_reports_type_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bad = SEED_DYN_MATMUL.replace(
+    bad = SEED_TEXT.replace(
         "tensor<fp16, [1,2048,1,256]> mm_y", "tensor<fp16, [1,2048,1,255]> mm_y"
     )
     path = tmp_path / "bad.mil"

@@ -155,3 +155,19 @@ def test_dynamic_loss_scale_backs_off_and_skips(tmp_path, builtin_tokens) -> Non
     np.testing.assert_array_equal(trainer.params.flat, before)
     assert trainer.scaler.scale == 2.0**39 and trainer.scaler.skipped == 1
     trainer.pipeline.close()
+
+
+def test_m1_profile_gets_the_same_kernels_in_the_ios16_dialect() -> None:
+    """M1/M2 accept only program(1.0)/ios16: the pipeline builds its kernels in that dialect,
+    and they compute exactly what the ios18 ones do."""
+    params = init_params(CFG, seed=5)
+    seq = np.random.default_rng(5).integers(0, CFG.vocab_size, CFG.seq_len + 1)
+    losses = {}
+    for chip in ("m1", "m4"):
+        pipe = DynamicPipeline(CFG, backend="sim", chip=chip)
+        version = "1.0" if chip == "m1" else "1.3"
+        assert {s.model.program.version for s in pipe.specs.values()} == {version}
+        pipe.stage_weights(params)
+        losses[chip] = pipe.forward_backward(params, params.zeros_like(), seq[:-1], seq[1:])
+        pipe.close()
+    assert losses["m1"] == losses["m4"]

@@ -52,11 +52,13 @@ class Dims:
     res_alpha: float = 1.0
     rope_base: float = 10000.0
     dtype: DType = FP16  # FP32 builds the same kernels without fp16 rounding (for testing)
+    target: str = "ios18"  # MIL dialect: "ios16" (program(1.0)) for M1/M2
 
     @classmethod
-    def from_config(cls, config: object, dtype: DType = FP16) -> Dims:
+    def from_config(cls, config: object, dtype: DType = FP16, target: str = "ios18") -> Dims:
         return cls(
             dtype=dtype,
+            target=target,
             dim=config.dim,  # type: ignore[attr-defined]
             n_heads=config.n_heads,  # type: ignore[attr-defined]
             n_kv_heads=config.n_kv_heads,  # type: ignore[attr-defined]
@@ -121,7 +123,7 @@ class _KernelBuilder:
     def __init__(self, name: str, dims: Dims, channels: int, width: int) -> None:
         self.name = name
         self.dims = dims
-        self.b = Builder("ios18")
+        self.b = Builder(dims.target)
         self.f = Fragments(self.b, dims.dtype)
         self.x = self.b.input("x", dims.dtype, [1, channels, 1, width])
         self.inputs: dict[str, Region] = {}

@@ -104,7 +104,6 @@ class Trainer:
         self.cfg = train
         self.out = out_dir
         self.on_step = on_step
-        self.out.mkdir(parents=True, exist_ok=True)
         self.sampler = data.sampler("train", seq_len=model.seq_len, seed=train.seed)
         self.params = init_params(model, train.seed)
         self.grads = self.params.zeros_like()
@@ -135,6 +134,7 @@ class Trainer:
         self.compile_s = time.perf_counter() - start
         self.train_s = 0.0
         self.kernel_ms = 0.0
+        self.out.mkdir(parents=True, exist_ok=True)  # only once the kernels compiled
         metrics = self.out / "metrics.jsonl"
         if resume and metrics.exists():  # drop records written after the checkpoint
             kept = [

@@ -125,8 +125,12 @@ class DynamicPipeline:
         overlap_blas: bool = True,
         forward_only: bool = False,
     ) -> None:
+        be = backend if isinstance(backend, runtime.Backend) else runtime.get_backend(backend, chip)
+        self.backend = be
         self.config = config
-        self.dims = Dims.from_config(config, dtype)
+        # M1/M2 take only the program(1.0)/ios16 dialect; the kernels use no newer op
+        target = "ios18" if "1.3" in be.chip.program_versions else "ios16"
+        self.dims = Dims.from_config(config, dtype, target)
         self.dtype = dtype
         self.vocab = CompactVocab(used_ids, config.vocab_size)
         self.timer = PhaseTimer()
@@ -136,8 +140,6 @@ class DynamicPipeline:
             for name, spec in build_kernels(self.dims).items()
             if not forward_only or name in FORWARD_KERNELS
         }
-        be = backend if isinstance(backend, runtime.Backend) else runtime.get_backend(backend, chip)
-        self.backend = be
         start = time.perf_counter()
         self.kernels = {
             name: be.compile(spec.model.program, spec.model.weights, name=name)

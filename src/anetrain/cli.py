@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from anetrain.commands import dashboard as dash_cmd
     from anetrain.commands import data as data_cmd
     from anetrain.commands import doctor as doctor_cmd
+    from anetrain.commands import export as export_cmd
     from anetrain.commands import generate as generate_cmd
     from anetrain.commands import mil as mil_cmd
     from anetrain.commands import train as train_cmd
@@ -25,7 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"anetrain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train_cmd, generate_cmd, mil_cmd, data_cmd, doctor_cmd, bench_cmd, dash_cmd):
+    commands = (
+        train_cmd,
+        generate_cmd,
+        dash_cmd,
+        bench_cmd,
+        mil_cmd,
+        data_cmd,
+        export_cmd,
+        doctor_cmd,
+    )
+    for module in commands:
         module.register(sub)
     return parser
 

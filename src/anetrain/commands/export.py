@@ -1,0 +1,47 @@
+"""``anetrain export coreml``: a MIL program as a Core ML ``.mlpackage`` (needs coremltools)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from anetrain.errors import MILError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    export = sub.add_parser("export", help="convert programs to other formats")
+    kinds = export.add_subparsers(dest="export_kind", metavar="FORMAT", required=True)
+    coreml = kinds.add_parser(
+        "coreml",
+        help="a .mil program (and its weights) as a Core ML .mlpackage",
+        description="Translate a MIL program into coremltools' MIL, check that coremltools "
+        "infers the same types, and save it as an .mlpackage (no optimisation passes). "
+        "Needs coremltools (pip install coremltools).",
+    )
+    coreml.add_argument("file", type=Path, help="the .mil text file")
+    coreml.add_argument("--out", type=Path, required=True, help="output path, NAME.mlpackage")
+    coreml.add_argument(
+        "--weights",
+        type=Path,
+        help="folder the BLOBFILE paths are relative to (default: the .mil file's folder)",
+    )
+    coreml.set_defaults(handler=run_coreml)
+
+
+def run_coreml(args: argparse.Namespace) -> int:
+    from anetrain.mil import parse_program
+    from anetrain.mil.coreml import blob_resolver, export_mlpackage
+
+    path: Path = args.file
+    try:
+        program = parse_program(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MILError("no such file; check the path", source=str(path)) from None
+    except MILError as err:
+        print(err.with_source(str(path)).format() if err.source is None else err, file=sys.stderr)
+        return 1
+    root = args.weights if args.weights is not None else path.parent
+    saved = export_mlpackage(program, args.out, blob_resolver(root))
+    print(f"wrote {saved}")
+    return 0

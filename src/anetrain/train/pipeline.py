@@ -131,7 +131,6 @@ class DynamicPipeline:
         # M1/M2 take only the program(1.0)/ios16 dialect; the kernels use no newer op
         target = "ios18" if "1.3" in be.chip.program_versions else "ios16"
         self.dims = Dims.from_config(config, dtype, target)
-        self.dtype = dtype
         self.vocab = CompactVocab(used_ids, config.vocab_size)
         self.timer = PhaseTimer()
         self.forward_only = forward_only  # compile just the three forward kernels (prefill)

@@ -13,11 +13,13 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from anetrain.bench.result import SuiteResult
-from anetrain.bench.runner import Runner
+if TYPE_CHECKING:  # the bench modules pull in NumPy and the runtime: import them when run
+    from anetrain.bench.result import SuiteResult
+    from anetrain.bench.runner import Runner
 
-Suite = Callable[[Runner, Callable[[str], None], argparse.Namespace], SuiteResult]
+Suite = Callable[["Runner", Callable[[str], None], argparse.Namespace], "SuiteResult"]
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -151,6 +153,8 @@ def _finish(args: argparse.Namespace, runner: Runner, results: list[SuiteResult]
 
 
 def run_suite(args: argparse.Namespace) -> int:
+    from anetrain.bench.runner import Runner
+
     if args.plot is not None:
         from anetrain.bench.plot import require_matplotlib
 
@@ -170,6 +174,7 @@ def run_suite(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from anetrain.bench import train
+    from anetrain.bench.runner import Runner
     from anetrain.model.config import load_config
 
     if args.plot is not None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-from anetrain.errors import MILError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,18 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_coreml(args: argparse.Namespace) -> int:
-    from anetrain.mil import parse_program
+    from anetrain.commands.mil import load_program
     from anetrain.mil.coreml import blob_resolver, export_mlpackage
 
-    path: Path = args.file
-    try:
-        program = parse_program(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MILError("no such file; check the path", source=str(path)) from None
-    except MILError as err:
-        print(err.with_source(str(path)).format() if err.source is None else err, file=sys.stderr)
+    program = load_program(args.file)
+    if program is None:
         return 1
-    root = args.weights if args.weights is not None else path.parent
+    root = args.weights if args.weights is not None else args.file.parent
     saved = export_mlpackage(program, args.out, blob_resolver(root))
     print(f"wrote {saved}")
     return 0

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anetrain.errors import MILError
+
+if TYPE_CHECKING:
+    from anetrain.mil.ir import Program
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,16 +57,29 @@ def _read(path: Path) -> str:
         ) from None
 
 
-def run_check(args: argparse.Namespace) -> int:
+def report(err: MILError, path: Path) -> None:
+    """Print ``FILE:LINE:COL: message`` on stderr."""
+    print(err.with_source(str(path)).format() if err.source is None else err, file=sys.stderr)
+
+
+def load_program(path: Path) -> Program | None:
+    """Read and parse ``path``; on a bad file, report it and return None."""
     from anetrain.mil import parse_program
+
+    try:
+        return parse_program(_read(path))
+    except MILError as err:
+        report(err, path)
+        return None
+
+
+def run_check(args: argparse.Namespace) -> int:
     from anetrain.mil.summary import format_summary
     from anetrain.mil.validate import directory_blob_opener, validate_program
 
     path: Path = args.file
-    try:
-        program = parse_program(_read(path))
-    except MILError as err:
-        print(err.with_source(str(path)).format() if err.source is None else err, file=sys.stderr)
+    program = load_program(path)
+    if program is None:
         return 1
     weights_root = args.weights if args.weights is not None else path.parent
     issues = validate_program(program, directory_blob_opener(weights_root), target=args.target)
@@ -77,13 +94,16 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_print(args: argparse.Namespace) -> int:
-    from anetrain.mil import parse_program, print_program
+    from anetrain.mil import print_program
 
     path: Path = args.file
+    program = load_program(path)
+    if program is None:
+        return 1
     try:
-        text = print_program(parse_program(_read(path)), target=args.target)
+        text = print_program(program, target=args.target)
     except MILError as err:
-        print(err.with_source(str(path)).format() if err.source is None else err, file=sys.stderr)
+        report(err, path)
         return 1
     sys.stdout.write(text)
     return 0

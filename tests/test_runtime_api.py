@@ -89,7 +89,7 @@ def test_register_backend_and_backend_instance() -> None:
     assert np.array_equal(k(np.full((4, 4), 2.0, np.float32)), np.full((1, 4, 1, 4), 2.0))
     assert k.stats.hw_ns == 1234
     assert runtime.compile_count("echo") == 1
-    k2 = runtime.compile(T.softmax_program(4, 4), backend=EchoBackend("m1"))
+    k2 = runtime.compile(T.softmax_program(4, 4, "ios16"), backend=EchoBackend("m1"))
     assert k2.chip.name == "m1"
     with pytest.raises(TypeError, match="Backend constructor"):
         runtime.compile(T.softmax_program(4, 4), backend=EchoBackend(), chip="m2")

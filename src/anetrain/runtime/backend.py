@@ -1,9 +1,10 @@
 """The backend interface: every backend compiles the same MIL text + weights dict to a Kernel.
 
 :meth:`Backend.compile` does the backend-independent part once (parse or print the program so
-both text and IR exist, snapshot the weights, check every BLOBFILE key, enforce the compile
-budget, count the compile) and calls :meth:`Backend._compile` for the rest. A new backend
-implements ``name``, :meth:`available` and :meth:`_compile`.
+both text and IR exist, snapshot the weights, check every BLOBFILE key, check the program
+against the chip profile, enforce the compile budget, count the compile) and calls
+:meth:`Backend._compile` for the rest. A new backend implements ``name``, :meth:`available` and
+:meth:`_compile` (and may narrow :meth:`supported_ops`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class Backend(ABC):
     def available(cls) -> tuple[bool, str]:
         """``(True, "")`` if usable here, else ``(False, reason)``; must not raise."""
 
+    def supported_ops(self) -> set[str] | None:
+        """Op types this backend can execute beyond the chip's rules (None: no extra limit)."""
+        return None
+
     @property
     def compile_count(self) -> int:
         """Compiles this backend kind has done in this process."""
@@ -77,6 +82,12 @@ class Backend(ABC):
             text, prog = print_program(program), program
         else:
             raise TypeError(f"compile() needs MIL text or a Program, got {type(program).__name__}")
+        # the same chip-profile preflight for every backend, so a program the chip cannot run
+        # fails here with our message rather than in the ANE compiler (imported here: the
+        # check lives beside the simulator, which imports this module)
+        from anetrain.runtime.sim.validate import validate_program
+
+        validate_program(prog, self.chip, self.supported_ops())
         snapshot = snapshot_weights(weights)
         check_weight_keys(prog, snapshot)
         source = CompileSource(prog, text, snapshot, name or prog.main.name, qos)

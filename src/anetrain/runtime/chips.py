@@ -44,6 +44,7 @@ class ChipProfile:
     flush_subnormals: bool
     multi_input_allowed: bool
     sdpa_ignores_mask: bool
+    min_surface_bytes: int
     notes: tuple[str, ...] = ()
 
     def supports_op(self, op_type: str) -> bool:
@@ -91,7 +92,14 @@ def profile_from_dict(name: str, values: dict[str, Any]) -> ChipProfile:
     for key in _TUPLES:
         kwargs[key] = tuple(kwargs.get(key, ()))
     kwargs["unsupported_ops"] = frozenset(kwargs["unsupported_ops"])
-    for key in ("dies", "ane_cores", "io_rank", "max_dim", "conv_max_input_channels"):
+    for key in (
+        "dies",
+        "ane_cores",
+        "io_rank",
+        "max_dim",
+        "conv_max_input_channels",
+        "min_surface_bytes",
+    ):
         if not isinstance(kwargs[key], int) or kwargs[key] < 1:
             raise ChipProfileError(f"chip {name!r}: '{key}' must be a positive integer")
     if not isinstance(kwargs["compile_budget"], int) or kwargs["compile_budget"] < 0:

@@ -1,11 +1,14 @@
 """The ``ane`` backend: compile, load and evaluate MIL programs on the Neural Engine.
 
-The call sequence is the original's (seed-inventory §2): descriptor from the MIL text and the
-weights dict -> in-memory model -> model folder under ``NSTemporaryDirectory()`` -> compile ->
-load (one retry after 100 ms) -> IOSurfaces wrapped as ``_ANEIOSurfaceObject`` -> one
-``_ANERequest`` per set of surfaces -> evaluate -> unload and remove the folder. All
-Objective-C goes through :class:`~anetrain.runtime.ane.objc_bridge.AneBridge`; nothing here
-imports PyObjC, so this module imports (and is linted and tested) on Linux.
+The call sequence is maderix/ANE's (``training/ane_runtime.h``): descriptor from the MIL text
+and the weights dict -> in-memory model -> model folder under ``NSTemporaryDirectory()`` ->
+compile -> load (one retry after 100 ms) -> IOSurfaces (at least the chip's surface floor)
+wrapped as ``_ANEIOSurfaceObject`` -> one ``_ANERequest`` per set of surfaces (inputs and
+outputs each ordered by MIL name, perfStats nil) -> evaluate -> unload. The model folder stays
+until the kernel is finalized, so ``load()`` after ``unload()`` reuses the compiled artefacts.
+All Objective-C goes through :class:`~anetrain.runtime.ane.objc_bridge.AneBridge`; nothing here
+imports PyObjC, so this module imports (and is linted and tested) on Linux. See docs/runtime.md
+for every assumption about the private API and its public source.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any
 from anetrain.mil.types import FP16, FP32
 from anetrain.runtime import budget
 from anetrain.runtime.ane.device import detect_chip
-from anetrain.runtime.ane.iosurface import AneSurface
+from anetrain.runtime.ane.iosurface import AneSurface, surface_alloc_bytes
 from anetrain.runtime.ane.modeldir import MODEL_DIRS, weight_files
 from anetrain.runtime.ane.objc_bridge import AneCallError, bridge_status, load_bridge
+from anetrain.runtime.ane.selectors import perf_stats_mask
 from anetrain.runtime.backend import Backend, CompileSource
 from anetrain.runtime.chips import DEFAULT_CHIP, ChipProfile
 from anetrain.runtime.errors import (
@@ -43,9 +47,11 @@ class AneBackend(Backend):
     """Runs MIL programs on the Neural Engine through the private ``_ANEInMemoryModel`` API.
 
     ``chip`` defaults to the detected chip (brand string, else ANE subtype, else m4): it sets
-    the compile budget and the multi-input rule. ``perf_stats`` attaches an
-    ``_ANEPerformanceStats`` to each request to report ``hw_ns``. ``bridge`` replaces the
-    PyObjC bridge (tests).
+    the compile budget, the multi-input rule and the surface floor. ``perf_stats`` (off by
+    default: requests pass nil, as the original does) sets the model's perfStatsMask and passes
+    an array holding one ``_ANEPerformanceStats`` to report ``hw_ns``, falling back to nil on
+    any failure. ``bridge`` replaces the PyObjC bridge (the conformance tests pass one built
+    on stand-in modules).
     """
 
     name = "ane"
@@ -55,7 +61,7 @@ class AneBackend(Backend):
         chip: str | ChipProfile | None = None,
         *,
         compile_budget: int | None = None,
-        perf_stats: bool = True,
+        perf_stats: bool = False,
         bridge: Any = None,
     ) -> None:
         if chip is None:
@@ -88,14 +94,16 @@ class AneBackend(Backend):
             files=weight_files(source.weights),
             name=source.name,
         )
-        model, ident, folder = compile_and_load(bridge, program, source.qos)
+        model, ident, folder, stats_ok = compile_and_load(
+            bridge, program, source.qos, perf_stats=self.perf_stats
+        )
         return AneKernel(
             bridge=bridge,
             model=model,
             program=program,
             ident=ident,
             folder=folder,
-            perf_stats=self.perf_stats,
+            perf_stats=stats_ok,
             compile_budget=self.compile_budget,
             name=source.name,
             backend=self.name,
@@ -119,7 +127,8 @@ class _Program:
 
 @dataclass
 class _Handle:
-    """The backend half of a :class:`Request`: the ``_ANERequest`` and its perf-stats object."""
+    """The backend half of a :class:`Request`: the ``_ANERequest`` and its perf-stats object
+    (None when the request passes perfStats nil)."""
 
     request: Any
     stats: Any
@@ -140,32 +149,41 @@ def _check_io(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> No
                 )
 
 
-def compile_and_load(bridge: Any, program: _Program, qos: int) -> tuple[Any, str, Path]:
-    """Descriptor -> model -> model folder -> compile -> load; returns (model, id, folder).
+def compile_and_load(
+    bridge: Any, program: _Program, qos: int, *, perf_stats: bool = False
+) -> tuple[Any, str, Path, bool]:
+    """Descriptor -> model -> model folder -> compile -> load.
 
-    On failure the folder is released and nothing stays loaded.
+    Returns ``(model, id, folder, perf_stats)``, the last False if the perf-stats mask could not
+    be set. On failure the folder is released and nothing stays loaded.
     """
     try:
         descriptor = bridge.descriptor(program.mil, program.weights)
         model = bridge.model(descriptor)
         ident = bridge.hex_identifier(model)
+        root = bridge.temp_root()
     except AneCallError as err:
         raise CompileError(f"kernel {program.name!r}: {err}") from err
-    folder = MODEL_DIRS.acquire(bridge.temp_root(), ident, program.mil, program.files)
+    if perf_stats:
+        try:
+            bridge.set_perf_stats_mask(model, perf_stats_mask())
+        except AneCallError:
+            perf_stats = False
+    folder = MODEL_DIRS.acquire(root, ident, program.mil, program.files)
     try:
         _compile_model(bridge, model, qos, program.name)
         load_with_retry(bridge, model, qos, program.name)
     except BaseException:
         MODEL_DIRS.release(folder)
         raise
-    return model, ident, folder
+    return model, ident, folder, perf_stats
 
 
 def _compile_model(bridge: Any, model: Any, qos: int, name: str) -> None:
     try:
         bridge.compile(model, qos)
     except AneCallError as err:
-        raise CompileError(f"ANE compile of kernel {name!r} failed: {err.description}") from err
+        raise CompileError(f"ANE compile of kernel {name!r} failed: {err}") from err
 
 
 def load_with_retry(bridge: Any, model: Any, qos: int, name: str) -> None:
@@ -179,7 +197,7 @@ def load_with_retry(bridge: Any, model: Any, qos: int, name: str) -> None:
         bridge.load(model, qos)
     except AneCallError as err:
         raise CompileError(
-            f"ANE load of kernel {name!r} failed twice: {err.description}. If this process "
+            f"ANE load of kernel {name!r} failed twice: {err}. If this process "
             "has compiled many kernels, the ANE may be out of program slots: save a checkpoint "
             "and restart the process"
         ) from err
@@ -215,7 +233,11 @@ class AneKernel(Kernel):
         self._folder = folder
         self._perf_stats = perf_stats
         self._compile_budget = compile_budget
+        # the folder holds the compiled artefacts load() needs again: kept until finalization
         self._release_folder = weakref.finalize(self, MODEL_DIRS.release, folder)
+        chip = kwargs["chip"]
+        self._input_alloc = surface_alloc_bytes(kwargs["input_specs"], chip.min_surface_bytes)
+        self._output_alloc = surface_alloc_bytes(kwargs["output_specs"], chip.min_surface_bytes)
         try:
             super().__init__(**kwargs)
         except BaseException:  # e.g. IOSurface allocation failed: leave nothing behind
@@ -225,23 +247,45 @@ class AneKernel(Kernel):
 
     @property
     def folder(self) -> Path | None:
-        """The model folder while loaded (None after unload)."""
+        """The model folder (kept across unload/load; None once released)."""
         return self._folder if self._release_folder.alive else None
 
     # ---- hooks ------------------------------------------------------------------------------
 
-    def _allocate_surface(self, spec: TensorSpec) -> Surface:
-        return AneSurface(self._bridge, spec)
+    def _alloc_for(self, spec: TensorSpec) -> int:
+        if spec in self.input_specs:
+            return self._input_alloc
+        if spec in self.output_specs:
+            return self._output_alloc
+        return surface_alloc_bytes([spec], self.chip.min_surface_bytes)
 
-    def _prepare_request(self, inputs: Sequence[Surface], outputs: Sequence[Surface]) -> _Handle:
-        for surface in (*inputs, *outputs):
+    def _allocate_surface(self, spec: TensorSpec) -> Surface:
+        return AneSurface(self._bridge, spec, self._alloc_for(spec))
+
+    def _ane_objects(
+        self, kind: str, surfaces: Sequence[Surface], specs: Sequence[TensorSpec]
+    ) -> tuple[Any, ...]:
+        """The ``_ANEIOSurfaceObject``s in the order the ANE binds them: by MIL name (Orion
+        reports that several inputs or outputs are matched alphabetically, not by position)."""
+        pairs = []
+        for surface, spec in zip(surfaces, specs, strict=True):
             if not (isinstance(surface, AneSurface) and surface.belongs_to(self._bridge)):
                 raise SurfaceError(
                     f"kernel {self.name!r}: {surface.describe()} is not an IOSurface of the ane "
                     "backend; allocate surfaces with kernel.new_surface()"
                 )
-        ins = tuple(s.ane_object for s in inputs if isinstance(s, AneSurface))
-        outs = tuple(s.ane_object for s in outputs if isinstance(s, AneSurface))
+            if surface.alloc_bytes != self._alloc_for(spec):
+                raise SurfaceError(
+                    f"kernel {self.name!r}: {kind} {surface.describe()} has a "
+                    f"{surface.alloc_bytes}-byte IOSurface, but this kernel's {kind}s must all "
+                    f"be {self._alloc_for(spec)} bytes; allocate it with kernel.new_surface()"
+                )
+            pairs.append((spec.name, surface.ane_object))
+        return tuple(obj for _, obj in sorted(pairs, key=lambda p: p[0]))
+
+    def _prepare_request(self, inputs: Sequence[Surface], outputs: Sequence[Surface]) -> _Handle:
+        ins = self._ane_objects("input", inputs, self.input_specs)
+        outs = self._ane_objects("output", outputs, self.output_specs)
         return self._build_handle(ins, outs, with_stats=self._perf_stats)
 
     def _build_handle(
@@ -251,6 +295,9 @@ class AneKernel(Kernel):
         try:
             request = self._bridge.make_request(inputs, outputs, stats)
         except AneCallError as err:
+            if stats is not None:  # perf stats are optional: fall back to nil
+                self._perf_stats = False
+                return self._build_handle(inputs, outputs, with_stats=False)
             raise EvalError(f"kernel {self.name!r}: cannot build the request: {err}") from err
         return _Handle(request, stats, inputs, outputs)
 
@@ -269,10 +316,10 @@ class AneKernel(Kernel):
         try:
             self._bridge.evaluate(self._model, qos, handle.request)
         except AneCallError as err:
-            if err.code == MultiInputError.status:
+            if err.status == MultiInputError.status and len(request.inputs) > 1:
                 raise MultiInputError(
-                    f"kernel {self.name!r}: evaluate failed with status 0x1d "
-                    f"({err.description}); use one input surface"
+                    f"kernel {self.name!r}: evaluate of {len(request.inputs)} input surfaces "
+                    f"failed with status 0x1d ({err.description}); use one input surface"
                 ) from err
             if handle.stats is None:
                 raise EvalError(f"kernel {self.name!r}: {err}") from err
@@ -298,6 +345,7 @@ class AneKernel(Kernel):
         handle.request, handle.stats = fresh.request, None
 
     def _unload(self) -> None:
+        """Unload the program; the model folder stays (load() needs its artefacts)."""
         try:
             self._bridge.unload(self._model, self.qos)
         except AneCallError as err:
@@ -307,24 +355,20 @@ class AneKernel(Kernel):
                 RuntimeWarning,
                 stacklevel=3,
             )
-        finally:
-            self._release_folder()
 
     def _load(self) -> None:
-        """Load again: re-create the model folder, load (retry once); if that fails (the
-        compiled program lived in the removed folder), compile again, counted in the budget."""
+        """Load again from the kept folder (retry once). If the folder now holds another
+        program's files (same text and keys, other weight bytes) or the load fails, rewrite
+        this program's files and compile again, counted in the compile budget."""
         bridge, program = self._bridge, self._program
-        folder = MODEL_DIRS.acquire(bridge.temp_root(), self._ident, program.mil, program.files)
-        try:
+        stale = MODEL_DIRS.ensure(self._folder, program.mil, program.files)
+        if not stale:
             try:
                 load_with_retry(bridge, self._model, self.qos, self.name)
+                return
             except CompileError:
-                budget.check_budget(self.backend, self._compile_budget)
-                _compile_model(bridge, self._model, self.qos, self.name)
-                load_with_retry(bridge, self._model, self.qos, self.name)
-                budget.record_compile(self.backend)
-        except BaseException:
-            MODEL_DIRS.release(folder)
-            raise
-        self._folder = folder
-        self._release_folder = weakref.finalize(self, MODEL_DIRS.release, folder)
+                pass
+        budget.check_budget(self.backend, self._compile_budget)
+        _compile_model(bridge, self._model, self.qos, self.name)
+        load_with_retry(bridge, self._model, self.qos, self.name)
+        budget.record_compile(self.backend)

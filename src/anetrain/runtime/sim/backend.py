@@ -1,4 +1,5 @@
-"""The ``sim`` backend: validate against the chip profile, resolve weights, plan, wrap."""
+"""The ``sim`` backend: resolve weights, plan, wrap (the shared compile path validated the
+program against the chip profile and the planners' op set)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.sim.kernel import SimKernel
 from anetrain.runtime.sim.ops import PLANNERS
 from anetrain.runtime.sim.plan import build_plan
-from anetrain.runtime.sim.validate import validate_program
 from anetrain.runtime.sim.weights import WeightResolver
 from anetrain.runtime.surface import TensorSpec
 
@@ -37,9 +37,11 @@ class SimBackend(Backend):
     def available(cls) -> tuple[bool, str]:
         return True, ""
 
+    def supported_ops(self) -> set[str]:
+        return {"const", *PLANNERS}
+
     def _compile(self, source: CompileSource) -> SimKernel:
         program = source.program
-        validate_program(program, self.chip, {"const", *PLANNERS})
         fn = program.main
         plan = build_plan(
             fn,

@@ -18,8 +18,9 @@ def _where(op: Operation) -> str:
     return f"op '{op.op_type}' (statement '{op.name}'{line})"
 
 
-def validate_program(program: Program, chip: ChipProfile, supported: set[str]) -> None:
-    """Raise :class:`UnsupportedOpError` if ``chip`` cannot run ``program``."""
+def validate_program(program: Program, chip: ChipProfile, supported: set[str] | None) -> None:
+    """Raise :class:`UnsupportedOpError` if ``chip`` cannot run ``program`` (or if an op is
+    outside ``supported``, the backend's own op set; None: no such limit)."""
     chip_label = f"{chip.display} ({chip.name})"
     if program.version not in chip.program_versions:
         accepted = ", ".join(f"program({v})" for v in chip.program_versions)
@@ -41,7 +42,7 @@ def validate_program(program: Program, chip: ChipProfile, supported: set[str]) -
         for var in tensors:
             _check_io(kind, var, chip, chip_label)
     for op in fn.operations:
-        if op.op_type not in supported:
+        if supported is not None and op.op_type not in supported:
             raise UnsupportedOpError(f"{_where(op)} has no simulator implementation")
         if not chip.supports_op(op.op_type):
             raise UnsupportedOpError(f"{_where(op)} is not supported on {chip_label}")

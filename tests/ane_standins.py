@@ -477,8 +477,13 @@ class InMemoryModel(ObjCProxy):
         if too_small or unequal or (len(ins) > 1 and not world.multi_input):
             world.rejected.append("floor" if too_small else "unequal" if unequal else "inputs")
             return False, NSErrorStandIn(8, STATUS_0X1D)
-        # "run" the program: the outputs get the bytes of the input the ANE binds by name
         by_name = dict(zip(sorted(self.input_names), ins, strict=False))
+        if world.executor is not None:  # run the MIL text for real (e.g. in the simulator)
+            results = world.executor(self.desc, [bytes(s.memory) for s in ins])
+            for dst, data in zip(outs, results, strict=True):
+                dst.memory[: len(data)] = data
+            return True, None
+        # "run" the program: the outputs get the bytes of the input the ANE binds by name
         src = by_name.get(world.echo_input or "", ins[0])
         for dst in outs:
             n = min(len(src.memory), len(dst.memory))
@@ -597,6 +602,7 @@ class AneWorld:
         self.fail_once = False
         self.surface_create_fails = False
         self.echo_input: str | None = None
+        self.executor: Any = None  # (descriptor, input bytes) -> output bytes
         self.calls: list[str] = []
         self.requests: list[RequestObject] = []
         self.perf_stats_args: list[Any] = []

@@ -3,6 +3,8 @@
 Prints the platform, library versions, each backend's availability (with the reason when it is
 unavailable), the detected chip on macOS, the active chip profile's limits and the compile
 counters. ``--json`` prints the same report as one JSON object for scripts and bug reports.
+``--selftest`` runs the staged ane probe instead (see ``anetrain.runtime.ane.selftest``) and
+``--json FILE`` then writes its report to FILE for a bug report.
 """
 
 from __future__ import annotations
@@ -29,7 +31,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--chip", help="chip profile to show (default: the detected chip on macOS, else m4)"
     )
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="print the report as one JSON object (or write it to FILE)",
+    )
+    p.add_argument(
+        "--selftest",
+        action="store_true",
+        help="probe the ane backend stage by stage (framework, compile, eval, comparison with "
+        "the simulator, reload, request reuse); exits 1 at the first failing stage",
+    )
+    p.add_argument(
+        "--perf-stats", action="store_true", help="with --selftest: also probe perf stats"
+    )
     p.set_defaults(handler=run)
 
 
@@ -147,10 +164,60 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    report = collect(args.chip)
+def _emit_json(target: str, text: str) -> None:
+    """``-`` prints; a path is written atomically (a temporary file, then a rename)."""
+    if target == "-":
+        print(text)
+        return
+    from pathlib import Path
+
+    path = Path(target)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DoctorError(f"cannot write the report to {target}: {err}") from None
+
+
+class DoctorError(Exception):
+    """A doctor failure the CLI reports in one line."""
+
+
+def run_selftest(args: argparse.Namespace) -> int:
+    from anetrain.runtime.ane.selftest import run_selftest as probe
+
+    report = probe(chip=args.chip, perf_stats=args.perf_stats)
     if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
+        _emit_json(args.json, report.to_json())
+    if not report.ok and report.failed_stage == "platform":
+        print(f"ane selftest: {report.summary()}")  # off a Mac: one line, nothing else
+        return 1
+    if args.json != "-":
+        for stage in report.stages:
+            mark = "ok  " if stage.ok else "FAIL"
+            print(f"{mark} {stage.name:<14} {stage.detail or stage.error or ''}")
+        if not report.ok:
+            print(f"ane selftest: {report.summary()}")
+            print(f"raw error:\n{report.error}")
+            if args.json is None:
+                print(
+                    "attach the JSON report to a bug report: anetrain doctor --selftest --json FILE"
+                )
+    return 0 if report.ok else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.selftest:
+            return run_selftest(args)
+        report = collect(args.chip)
+        if args.json:
+            _emit_json(args.json, json.dumps(report, indent=2))
+        else:
+            print(format_report(report))
+    except DoctorError as err:
+        print(f"anetrain doctor: {err}", file=sys.stderr)
+        return 1
     return 0

@@ -65,12 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _resolve_backend(name: str) -> str:
-    from anetrain.runtime import backend_status
+    from anetrain.runtime.registry import resolve_backend_name
 
-    if name != "auto":
-        return name
-    ok, _ = backend_status("ane")
-    return "ane" if ok else "sim"
+    return resolve_backend_name(name)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,17 +61,43 @@ def backend_status(name: str) -> tuple[bool, str]:
         return False, f"{name}.available() failed: {err}"
 
 
+_auto_notice_shown = False
+
+
+def resolve_backend_name(name: str) -> str:
+    """``name`` itself, or for "auto" the backend to use: off macOS "sim" without probing; on a
+    Mac "ane" only once a quick probe of the ANE passes (the verdict is cached per machine,
+    macOS version and anetrain version), else "sim" with one line on stderr saying which
+    stage failed. "ane" itself is never softened: it fails loudly when unusable."""
+    global _auto_notice_shown
+    if name != "auto":
+        return name
+    if sys.platform != "darwin":
+        return "sim"
+    from anetrain.runtime.ane.selftest import ane_verdict
+
+    ok, reason = ane_verdict()
+    if ok:
+        return "ane"
+    if not _auto_notice_shown:
+        _auto_notice_shown = True
+        print(
+            f"anetrain: --backend auto is using the simulator: the ANE probe failed ({reason}); "
+            "run 'anetrain doctor --selftest' for a report",
+            file=sys.stderr,
+        )
+    return "sim"
+
+
 def get_backend(
     name: str = "auto", chip: str | ChipProfile | None = None, **options: Any
 ) -> Backend:
-    """A backend instance: "sim", "ane", or "auto" (ane when available, else sim).
+    """A backend instance: "sim", "ane", or "auto" (see :func:`resolve_backend_name`).
 
     ``chip`` selects the profile (default: the backend's choice; sim uses "m4"); ``options``
     go to the backend constructor (e.g. ``compile_budget=``, or sim's ``flush_subnormals=``).
     """
-    if name == "auto":
-        ok, _ = backend_status("ane")
-        name = "ane" if ok else "sim"
+    name = resolve_backend_name(name)
     cls = backend_class(name)
     ok, reason = cls.available()
     if not ok:

@@ -452,7 +452,8 @@ _bridge: AneBridge | None = None
 _failure: str | None = None
 
 
-def _open() -> AneBridge:
+def open_modules() -> tuple[ModuleType, ModuleType, ModuleType, Any]:
+    """Import PyObjC's ``objc``, ``Foundation``, ``IOSurface`` and ``dlopen`` the framework."""
     problem = platform_problem()
     if problem:
         raise BackendUnavailable(problem)
@@ -468,7 +469,11 @@ def _open() -> AneBridge:
         handle = ctypes.CDLL(FRAMEWORK, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
     except OSError as err:
         raise BackendUnavailable(f"cannot dlopen {FRAMEWORK}: {err}") from err
-    return build_bridge(objc, Foundation, IOSurface, handle)
+    return objc, Foundation, IOSurface, handle
+
+
+def _open() -> AneBridge:
+    return build_bridge(*open_modules())
 
 
 def load_bridge() -> AneBridge:

@@ -482,12 +482,11 @@ class InMemoryModel(ObjCProxy):
             results = world.executor(self.desc, [bytes(s.memory) for s in ins])
             for dst, data in zip(outs, results, strict=True):
                 dst.memory[: len(data)] = data
-            return True, None
-        # "run" the program: the outputs get the bytes of the input the ANE binds by name
-        src = by_name.get(world.echo_input or "", ins[0])
-        for dst in outs:
-            n = min(len(src.memory), len(dst.memory))
-            dst.memory[:n] = src.memory[:n]
+        else:  # "run" it: the outputs get the bytes of the input the ANE binds by name
+            src = by_name.get(world.echo_input or "", ins[0])
+            for dst in outs:
+                n = min(len(src.memory), len(dst.memory))
+                dst.memory[:n] = src.memory[:n]
         if request.stats is not None and self.perf_mask:
             world.hw_ns += 1000
             for stats in request.stats:

@@ -7,6 +7,7 @@ same function in float64 NumPy from the fp16-rounded inputs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,17 @@ MASK_NEG = -65504.0  # fp16 lowest finite: the original's additive causal mask v
 def target_for(chip: ChipProfile) -> str:
     """The Builder target a chip accepts: ios18 where program(1.3) is allowed, else ios16."""
     return "ios18" if "1.3" in chip.program_versions else "ios16"
+
+
+MIN_WIDTH = 32  # Espresso and ironmill report eval failures for [1, C, 1, S] with S under 32
+
+
+def floor_seq(chip: ChipProfile, *channels: int, itemsize: int = 2) -> int:
+    """The smallest S (a multiple of 32) for which every ``[1, C, 1, S]`` surface with these
+    channel counts holds at least the chip's ``min_surface_bytes``, the size below which the
+    hardware fails evaluation (mechramc/Orion, docs/ane_constraints.md)."""
+    need = max(math.ceil(chip.min_surface_bytes / (itemsize * c)) for c in channels)
+    return -(-max(MIN_WIDTH, need) // MIN_WIDTH) * MIN_WIDTH
 
 
 def f16(x: np.ndarray) -> np.ndarray:

@@ -464,3 +464,65 @@ def test_budget_is_enforced_through_the_base_class(world: AneWorld) -> None:
         b.compile(softmax())
     assert world.compiles == 1
     k.unload()
+
+
+# ---- the Mac-side script that regenerates the table ----------------------------------------
+
+# encodings as the ObjC runtime reports them for the signatures in the public class dumps
+ENCODINGS = {
+    "_ANEInMemoryModelDescriptor": {"+modelWithMILText:weights:optionsPlist:": "@40@0:8@16@24@32"},
+    "_ANEInMemoryModel": {
+        "+inMemoryModelWithDescriptor:": "@24@0:8@16",
+        "-hexStringIdentifier": "@16@0:8",
+        "-compileWithQoS:options:error:": "B36@0:8I16@20^@28",
+        "-loadWithQoS:options:error:": "B36@0:8I16@20^@28",
+        "-evaluateWithQoS:options:request:error:": "B44@0:8I16@20@28^@36",
+        "-unloadWithQoS:error:": "B28@0:8I16^@20",
+        "-setPerfStatsMask:": "v20@0:8I16",
+    },
+    "_ANERequest": {
+        "+requestWithInputs:inputIndices:outputs:outputIndices:weightsBuffer:perfStats:"
+        "procedureIndex:": "@72@0:8@16@24@32@40@48@56@64"
+    },
+    "_ANEIOSurfaceObject": {"+objectWithIOSurface:": "@24@0:8^{__IOSurface=}16"},
+    "_ANEPerformanceStats": {
+        "+statsWithHardwareExecutionNS:": "@24@0:8Q16",
+        "-hwExecutionTime": "Q16@0:8",
+    },
+    "_ANEDeviceInfo": {"+aneSubType": "@16@0:8"},
+}
+
+
+def _dump_script() -> Any:
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "scripts" / "dump_ane_selectors.py"
+    spec = importlib.util.spec_from_file_location("dump_ane_selectors", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_encoding_tokens_and_kinds() -> None:
+    assert sels.split_encoding("B36@0:8I16@20^@28") == ["B", "@", ":", "I", "@", "^@"]
+    assert sels.split_encoding('@24@0:8r^{__IOSurface=}16@"NSString"24') == [
+        "@",
+        "@",
+        ":",
+        "^{__IOSurface=}",
+        '@"NSString"',
+    ]
+    assert sels.encoding_kinds("B28@0:8I16^@20") == ("BOOL", ("uint32", sels.ERROR_OUT))
+
+
+def test_dump_script_compares_a_machine_against_the_table() -> None:
+    script = _dump_script()
+    found = {"classes": json.loads(json.dumps(ENCODINGS))}
+    assert script.compare(found) == []
+    found["classes"]["_ANEInMemoryModel"]["-compileWithQoS:options:error:"] = "B36@0:8Q16@20@28"
+    del found["classes"]["_ANERequest"]
+    problems = script.compare(found)
+    assert len(problems) == 2
+    assert any("compileWithQoS" in p and "uint64" in p for p in problems)
+    assert any("_ANERequest is missing" in p for p in problems)

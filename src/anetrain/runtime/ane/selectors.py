@@ -111,3 +111,78 @@ def explain_status(status: int | None, status_type: int | None) -> str:
     if status_type is not None and (text := _data()["status_types"].get(f"0x{status_type:x}")):
         parts.append(f"statusType 0x{status_type:x}: {text}")
     return "; ".join(parts)
+
+
+# ---- Objective-C type encodings (for scripts/dump_ane_selectors.py) -------------------------
+
+_QUALIFIERS = "rnNoORV"
+_SIMPLE = {
+    "c": "BOOL",  # BOOL is signed char on some ABIs
+    "B": "BOOL",
+    "v": "void",
+    "I": "uint32",
+    "Q": "uint64",
+    "i": "int32",
+    "q": "int64",
+    "@": "object",
+    "#": "Class",
+    ":": "SEL",
+}
+
+
+def split_encoding(encoding: str) -> list[str]:
+    """``"B40@0:8I16@20^@28"`` -> ``["B", "@", ":", "I", "@", "^@"]`` (offsets dropped)."""
+    out: list[str] = []
+    i = 0
+    while i < len(encoding):
+        start = i
+        while i < len(encoding) and encoding[i] in _QUALIFIERS:
+            i += 1
+        i = _skip_type(encoding, i)
+        out.append(encoding[start:i].lstrip(_QUALIFIERS))
+        while i < len(encoding) and encoding[i].isdigit():
+            i += 1
+    return out
+
+
+def _skip_type(enc: str, i: int) -> int:
+    ch = enc[i]
+    if ch == "^":
+        return _skip_type(enc, i + 1)
+    if ch in "{([":
+        close = {"{": "}", "(": ")", "[": "]"}[ch]
+        depth = 0
+        while i < len(enc):
+            if enc[i] == ch:
+                depth += 1
+            elif enc[i] == close:
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        raise ValueError(f"unbalanced type encoding {enc!r}")
+    if ch == "@" and i + 1 < len(enc) and enc[i + 1] == '"':
+        return enc.index('"', i + 2) + 1
+    return i + 1
+
+
+def kind_of(token: str) -> str:
+    """The table's kind for one encoded type (``"^@"`` -> ``"NSError**"``)."""
+    if token == "^@":
+        return ERROR_OUT
+    if token.startswith("^{__IOSurface"):
+        return "IOSurfaceRef"
+    if token.startswith("@"):
+        return "object"
+    return _SIMPLE.get(token, token)
+
+
+def encoding_kinds(encoding: str) -> tuple[str, tuple[str, ...]]:
+    """``(return kind, argument kinds)`` of a method encoding, without self and _cmd."""
+    tokens = split_encoding(encoding)
+    return kind_of(tokens[0]), tuple(kind_of(t) for t in tokens[3:])
+
+
+def encoded_kind(kind: str) -> str:
+    """What a table kind looks like in an encoding (the NS classes are all ``object``)."""
+    return "object" if kind.startswith("NS") and kind != ERROR_OUT else kind

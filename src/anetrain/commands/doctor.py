@@ -153,7 +153,7 @@ def format_report(report: dict[str, Any]) -> str:
         + f"; I/O {', '.join(chip['io_dtypes'])}; unsupported ops: {unsupported}",
         f"  limits     max dim {chip['max_dim']}, conv input channels "
         f"{chip['conv_max_input_channels']}, weights {_size(chip['max_weight_bytes'])}, "
-        f"SRAM {_size(chip['sram_bytes'])}",
+        f"SRAM {_size(chip['sram_bytes'])}, surfaces >= {_size(chip['min_surface_bytes'])}",
         f"  budget     {chip['compile_budget']} compiles per process; so far: "
         + ", ".join(f"{k} {v}" for k, v in report["compile_count"].items()),
         f"  quirks     multi-input {_yes(chip['multi_input_allowed'])}, SDPA ignores mask "

@@ -69,12 +69,14 @@ def dump(class_names: list[str]) -> dict[str, Any]:
 
 def compare(found: dict[str, Any]) -> list[str]:
     """Problems with the table's selectors on this machine (empty: all match)."""
-    problems = []
+    problems: list[str] = []
     for sel in sels.selectors():
         methods = found["classes"].get(sel.cls)
         key = f"{'+' if sel.class_method else '-'}{sel.selector}"
         if methods is None:
-            problems.append(f"class {sel.cls} is missing")
+            missing = f"class {sel.cls} is missing"
+            if missing not in problems:
+                problems.append(missing)
             continue
         if key not in methods:
             problems.append(f"{sel.cls} {key} is missing")

@@ -145,6 +145,11 @@ class NSArray:
     def count(self) -> int:
         return len(self.items)
 
+    def objectAtIndex_(self, index: int) -> Any:
+        if not 0 <= index < len(self.items):
+            raise objc_exception("NSRangeException", f"index {index} beyond bounds")
+        return self.items[index]
+
 
 class NSDictionary:
     def __init__(self, items: dict | None = None) -> None:
@@ -489,6 +494,8 @@ class InMemoryModel(ObjCProxy):
                 dst.memory[:n] = src.memory[:n]
         if request.stats is not None and self.perf_mask:
             world.hw_ns += 1000
+            if world.stats_in_new_objects:  # the firmware fills fresh objects in the array
+                request.stats = [PerfStats(world, world.hw_ns) for _ in request.stats]
             for stats in request.stats:
                 stats.ns = world.hw_ns
         return True, None
@@ -531,6 +538,7 @@ class RequestClass(ObjCProxy):
         if wbuf is not None:
             raise ConformanceViolation("weightsBuffer: is nil in every working caller")
         request = RequestObject(
+            world,
             [o.ref for o in inputs],
             [o.ref for o in outputs],
             None if stats is None else _items(stats),
@@ -539,12 +547,18 @@ class RequestClass(ObjCProxy):
         return request
 
 
-class RequestObject:
-    def __init__(self, inputs: list, outputs: list, stats: list | None) -> None:
+class RequestObject(ObjCProxy):
+    _class_name, _is_class = "_ANERequest", False
+
+    def __init__(self, world: AneWorld, inputs: list, outputs: list, stats: list | None) -> None:
+        super().__init__(world)
         self.inputs, self.outputs, self.stats = inputs, outputs, stats
 
     def validate(self) -> None:
         pass
+
+    def _do_perfStatsArray(self) -> NSArray | None:
+        return None if self.stats is None else NSArray(self.stats)
 
 
 class SurfaceObjectClass(ObjCProxy):
@@ -601,6 +615,7 @@ class AneWorld:
         self.fail_once = False
         self.surface_create_fails = False
         self.echo_input: str | None = None
+        self.stats_in_new_objects = False
         self.executor: Any = None  # (descriptor, input bytes) -> output bytes
         self.calls: list[str] = []
         self.requests: list[RequestObject] = []

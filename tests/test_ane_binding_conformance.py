@@ -173,6 +173,15 @@ def test_perf_stats_when_enabled_are_an_array_with_the_mask_set(world: AneWorld)
     assert isinstance(arg, NSArray) and [type(s) for s in arg.items] == [PerfStats]
 
 
+def test_hw_time_is_read_from_the_requests_perf_stats_array(world: AneWorld) -> None:
+    world.stats_in_new_objects = True
+    with backend(world, perf_stats=True).compile(softmax()) as k:
+        k.eval()
+        assert k.stats.hw_ns == 1000
+        (arg,) = world.perf_stats_args
+        assert arg.items[0].ns == 0  # the object we passed was not filled in
+
+
 def test_perf_stats_fall_back_to_nil_on_any_failure(world: AneWorld) -> None:
     world.raise_at["setPerfStatsMask:"] = ("NSInvalidArgumentException", "unrecognized selector")
     with backend(world, perf_stats=True).compile(softmax()) as k:
@@ -482,7 +491,8 @@ ENCODINGS = {
     },
     "_ANERequest": {
         "+requestWithInputs:inputIndices:outputs:outputIndices:weightsBuffer:perfStats:"
-        "procedureIndex:": "@72@0:8@16@24@32@40@48@56@64"
+        "procedureIndex:": "@72@0:8@16@24@32@40@48@56@64",
+        "-perfStatsArray": "@16@0:8",
     },
     "_ANEIOSurfaceObject": {"+objectWithIOSurface:": "@24@0:8^{__IOSurface=}16"},
     "_ANEPerformanceStats": {

@@ -157,3 +157,43 @@ def test_a_crashing_probe_is_a_failed_verdict(
 
     ok, reason = selftest.ane_verdict(boom)
     assert not ok and "disk" in reason
+
+
+def test_the_auto_probe_runs_in_a_child_process() -> None:
+    report = selftest.probe_in_subprocess()
+    if sys.platform != "darwin":
+        assert not report.ok and report.failed_stage == "platform"
+        assert "macOS" in report.error
+
+
+def test_a_probe_process_that_dies_is_a_failed_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    crash = [sys.executable, "-c", "import os, sys; sys.stderr.write('boom\\n'); os.abort()"]
+    monkeypatch.setattr(selftest, "probe_command", lambda: crash)
+    report = selftest.probe_in_subprocess()
+    assert report.failed_stage == "probe process" and "signal" in report.error
+    assert "boom" in report.error
+    hang = [sys.executable, "-c", "import time; time.sleep(30)"]
+    monkeypatch.setattr(selftest, "probe_command", lambda: hang)
+    report = selftest.probe_in_subprocess(timeout=0.5)
+    assert report.failed_stage == "probe process" and "did not finish" in report.error
+
+
+def test_doctor_selftest_prints_each_stage_and_writes_the_report(
+    world: AneWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from anetrain.cli import main
+
+    bridge = world.bridge()
+    real = selftest.run_selftest
+    monkeypatch.setattr(selftest, "run_selftest", lambda **kw: real(bridge=bridge, **kw))
+    out = tmp_path / "r.json"
+    assert main(["doctor", "--selftest", "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["ok"] * len(STAGES)
+    assert json.loads(out.read_text())["ok"] is True
+    world.fail_at["evaluateWithQoS:options:request:error:"] = NSErrorStandIn(8, STATUS_0X1D)
+    assert main(["doctor", "--selftest"]) == 1
+    text = capsys.readouterr().out
+    assert "FAIL eval" in text and "status=0x1d" in text and "--json FILE" in text
+    assert main(["doctor", "--selftest", "--quick", "--json"]) == 1  # stdout: the JSON only
+    assert json.loads(capsys.readouterr().out)["failed_stage"] == "eval"

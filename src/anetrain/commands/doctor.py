@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--perf-stats", action="store_true", help="with --selftest: also probe perf stats"
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="with --selftest: stop after the comparison with the simulator (what "
+        "--backend auto runs)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -188,23 +194,22 @@ class DoctorError(Exception):
 def run_selftest(args: argparse.Namespace) -> int:
     from anetrain.runtime.ane.selftest import run_selftest as probe
 
-    report = probe(chip=args.chip, perf_stats=args.perf_stats)
+    report = probe(chip=args.chip, perf_stats=args.perf_stats, quick=args.quick)
     if args.json:
         _emit_json(args.json, report.to_json())
+    if args.json == "-":  # stdout is the JSON report and nothing else
+        return 0 if report.ok else 1
     if not report.ok and report.failed_stage == "platform":
         print(f"ane selftest: {report.summary()}")  # off a Mac: one line, nothing else
         return 1
-    if args.json != "-":
-        for stage in report.stages:
-            mark = "ok  " if stage.ok else "FAIL"
-            print(f"{mark} {stage.name:<14} {stage.detail or stage.error or ''}")
-        if not report.ok:
-            print(f"ane selftest: {report.summary()}")
-            print(f"raw error:\n{report.error}")
-            if args.json is None:
-                print(
-                    "attach the JSON report to a bug report: anetrain doctor --selftest --json FILE"
-                )
+    for stage in report.stages:
+        mark = "ok  " if stage.ok else "FAIL"
+        print(f"{mark} {stage.name:<14} {stage.detail or stage.error or ''}")
+    if not report.ok:
+        print(f"ane selftest: {report.summary()}")
+        print(f"raw error:\n{report.error}")
+        if args.json is None:
+            print("attach the JSON report to a bug report: anetrain doctor --selftest --json FILE")
     return 0 if report.ok else 1
 
 

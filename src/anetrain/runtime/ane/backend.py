@@ -336,7 +336,9 @@ class AneKernel(Kernel):
         return after
 
     def _hw_time(self, handle: _Handle) -> int | None:
-        return None if handle.stats is None else self._bridge.hw_time(handle.stats)
+        if handle.stats is None:
+            return None
+        return self._bridge.hw_time(handle.stats, handle.request)
 
     def _drop_stats(self, handle: _Handle) -> None:
         """Evaluate failed with a perf-stats object attached: stop attaching them."""

@@ -388,12 +388,25 @@ class AneBridge:
         except Exception:
             return None
 
-    def hw_time(self, perf_stats: Any) -> int | None:
-        """``hwExecutionTime`` in ns, or None if unreadable."""
-        try:
-            return int(perf_stats.hwExecutionTime())
-        except Exception:
-            return None
+    def hw_time(self, perf_stats: Any, request: Any = None) -> int | None:
+        """``hwExecutionTime`` in ns, or None if unreadable: from the request's
+        ``perfStatsArray`` when it has an entry (some firmware reports there), else from the
+        stats object passed in."""
+        candidates = []
+        if request is not None:
+            try:
+                filled = request.perfStatsArray()
+                if filled is not None and filled.count() > 0:
+                    candidates.append(filled.objectAtIndex_(0))
+            except Exception:
+                pass
+        candidates.append(perf_stats)
+        for stats in candidates:
+            try:
+                return int(stats.hwExecutionTime())
+            except Exception:
+                continue
+        return None
 
     def ane_subtype(self) -> str | None:
         """``+[_ANEDeviceInfo aneSubType]`` (e.g. "h16"), or None."""

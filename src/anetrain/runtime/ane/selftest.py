@@ -4,8 +4,9 @@ Stages run in order and stop at the first failure, keeping its raw error: platfo
 (PyObjC + dlopen), classes, compile (+ load) of a small conv whose surfaces are above the chip's
 floor, eval, comparison with the simulator within fp16 tolerance, unload and reload, request
 reuse, and perf stats when asked for. The report is plain JSON a user can attach to a bug
-report. ``quick=True`` (what ``--backend auto`` runs, with the verdict cached per machine,
-macOS version and anetrain version) stops after the comparison.
+report. ``quick=True`` stops after the comparison: that is what ``--backend auto`` runs, in a
+child process (a framework crash or hang must not take the caller with it), with the verdict
+cached per machine, macOS version and anetrain version.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 CONV_CHANNELS = 256
+PROBE_TIMEOUT_S = 120.0  # compile + load + eval of one small conv takes well under a second
 ATOL, RTOL = 2e-2, 1e-2  # fp16 results of a 256-term dot product, as the contract suite allows
 
 
@@ -56,6 +59,16 @@ class SelftestReport:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SelftestReport:
+        return cls(
+            ok=bool(data["ok"]),
+            failed_stage=data.get("failed_stage"),
+            error=data.get("error"),
+            stages=[Stage(**stage) for stage in data.get("stages", [])],
+            environment=dict(data.get("environment", {})),
+        )
 
 
 def environment() -> dict[str, Any]:
@@ -231,6 +244,32 @@ def run_selftest(
 # ---- the verdict --backend auto uses ------------------------------------------------------
 
 
+def probe_command() -> list[str]:
+    return [sys.executable, "-m", "anetrain.cli", "doctor", "--selftest", "--quick", "--json", "-"]
+
+
+def probe_in_subprocess(timeout: float = PROBE_TIMEOUT_S) -> SelftestReport:
+    """The quick probe in a child process; a crash, hang or garbled output is a failed stage."""
+
+    def failed(stage: str, error: str) -> SelftestReport:
+        return SelftestReport(ok=False, failed_stage=stage, error=error)
+
+    try:
+        done = subprocess.run(
+            probe_command(), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return failed("probe process", f"the probe did not finish within {timeout:g} s")
+    except OSError as err:
+        return failed("probe process", f"cannot start the probe: {err}")
+    try:
+        return SelftestReport.from_dict(json.loads(done.stdout))
+    except (ValueError, KeyError, TypeError):
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return failed("probe process", f"the probe process ended with {how}: {tail}")
+
+
 def cache_path() -> Path:
     """``$ANETRAIN_CACHE_DIR`` or ``$XDG_CACHE_HOME/anetrain`` or ``~/.cache/anetrain``."""
     root = os.environ.get("ANETRAIN_CACHE_DIR")
@@ -267,7 +306,7 @@ def ane_verdict(
     if isinstance(entry, dict) and isinstance(entry.get("ok"), bool):
         return entry["ok"], str(entry.get("reason", ""))
     try:
-        report = (probe or (lambda: run_selftest(quick=True)))()
+        report = (probe or probe_in_subprocess)()
         ok, reason = report.ok, "" if report.ok else report.summary()
     except Exception as err:  # the probe must never strand the caller
         ok, reason = False, f"the probe itself failed: {type(err).__name__}: {err}"

@@ -207,6 +207,24 @@ def _infer_unary_float(args: Args) -> TensorType:
     return args.type("x")
 
 
+def _infer_log_rsqrt(args: Args) -> TensorType:
+    """``epsilon`` is a scalar (``const T`` in the op documentation) of x's dtype in
+    iOS15/16; from iOS17 it may be either float dtype (coremltools' iOS17 ``log``/``rsqrt``)."""
+    x = args.type("x")
+    _require_dtype(args, "x", FLOAT_DTYPES)
+    if args.has("epsilon"):
+        eps = args.type("epsilon")
+        if eps.rank:
+            raise args.error(f"epsilon must be a scalar, got {eps}")
+        allowed = (x.dtype,) if args.before_ios17 else FLOAT_DTYPES
+        if eps.dtype not in allowed:
+            raise args.error(
+                f"epsilon has dtype {eps.dtype}, but opset {args.opset} needs the dtype of x "
+                f"({x.dtype})"
+            )
+    return x
+
+
 def _infer_softmax(args: Args) -> TensorType:
     x = args.type("x")
     _require_dtype(args, "x", FLOAT_DTYPES)
@@ -259,6 +277,7 @@ def _infer_transpose(args: Args) -> TensorType:
     x = args.type("x")
     perm = args.ints("perm")
     assert perm is not None
+    _basic_input(args)
     if any(not -x.rank <= p < x.rank for p in perm) or sorted(p % x.rank for p in perm) != list(
         range(x.rank)
     ):
@@ -282,6 +301,8 @@ def _infer_slice_by_size(args: Args) -> TensorType:
             )
         b = b + dim if b < 0 else b
         s = dim - b if s == -1 else s
+        if s == 0:
+            raise args.error(f"size 0 on axis {axis} selects nothing (no zero-size tensors)")
         if b < 0 or s < 0 or b + s > dim:
             raise args.error(f"slice [{b}, {b + s}) on axis {axis} is out of bounds for size {dim}")
         shape.append(s)
@@ -307,21 +328,31 @@ def slice_by_index_bounds(
     out_shape: list[int] = []
     for i, dim in enumerate(shape):
         if squeeze_mask[i]:
-            idx = begin[i] + dim if begin[i] < 0 else begin[i]
+            # begin_mask wins over begin here too: the squeezed index is then 0 (coremltools)
+            start = 0 if begin_mask[i] else begin[i]
+            idx = start + dim if start < 0 else start
             if not 0 <= idx < dim:
-                raise ValueError(f"squeezed index {begin[i]} out of bounds for size {dim}")
+                raise ValueError(f"squeezed index {start} out of bounds for size {dim}")
             index.append(idx)
             continue
         if stride[i] == 0:
             raise ValueError("stride must be non-zero")
         sl = slice(None if begin_mask[i] else begin[i], None if end_mask[i] else end[i], stride[i])
+        size = len(range(*sl.indices(dim)))
+        if size == 0:
+            # No zero-size tensors: the ANE has none, and coremltools' type inference gives
+            # another shape than its value inference for many empty slices.
+            raise ValueError(
+                f"slice {begin[i]}:{end[i]}:{stride[i]} selects nothing on axis {i} (size {dim})"
+            )
         index.append(sl)
-        out_shape.append(len(range(*sl.indices(dim))))
+        out_shape.append(size)
     return index, tuple(out_shape)
 
 
 def _infer_slice_by_index(args: Args) -> TensorType:
     x = args.type("x")
+    _basic_input(args)
     lists = {key: args.ints(key) for key in ("begin", "end", "stride")}
     masks = {
         key: [bool(v) for v in np.atleast_1d(args.value(key))] if args.has(key) else None
@@ -509,8 +540,8 @@ def _infer_constexpr_affine_dequantize(args: Args) -> TensorType:
     data = args.type("quantized_data")
     _require_dtype(args, "quantized_data", QUANT_DTYPES)
     scale_dtype = _require_dtype(args, "scale", FLOAT_DTYPES)
-    if args.type("zero_point").dtype != data.dtype:
-        raise args.error("zero_point must have the dtype of quantized_data")
+    # coremltools' ZeroPointT: int8, uint8 or fp32, independent of quantized_data's dtype
+    _require_dtype(args, "zero_point", (*QUANT_DTYPES, FP32))
     axis = _axis(args, args.int("axis"), data.rank)
     for key in ("scale", "zero_point"):
         t = args.type(key)
@@ -592,7 +623,7 @@ for _name in ("real_div", "pow"):
 for _name in ("exp", "sqrt", "sigmoid", "silu", "tanh"):
     register(OpSpec(_name, (_x,), _infer_unary_float))
 for _name in ("log", "rsqrt"):
-    register(OpSpec(_name, (_x, Param("epsilon", required=False, const=True)), _infer_unary_float))
+    register(OpSpec(_name, (_x, Param("epsilon", required=False, const=True)), _infer_log_rsqrt))
 register(
     OpSpec(
         "softmax",

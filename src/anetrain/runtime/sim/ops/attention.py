@@ -2,7 +2,8 @@
 
 The whole op runs in float32 (scores, max-shifted softmax, weighted sum) and only its output is
 rounded; how the hardware rounds internally is not known. Profiles with
-``sdpa_ignores_mask = false`` add the mask to the scores instead.
+``sdpa_ignores_mask = false`` add the mask to the scores instead: a float mask as is, a bool
+mask as 0 where True and -inf where False.
 """
 
 from __future__ import annotations
@@ -15,6 +16,21 @@ from anetrain.mil.ir import Operation
 from anetrain.runtime.sim.context import PlanContext
 
 
+def _bool_mask_bias(mask: np.ndarray, ctx: PlanContext, *, const: bool) -> np.ndarray:
+    """A bool mask says which keys take part: True adds 0, False adds -inf (coremltools,
+    PyTorch). A run-time mask's additive buffer is refreshed by a step before the op's own."""
+    bias = np.zeros(mask.shape, np.float32)
+
+    def refresh() -> None:
+        bias.fill(-np.inf)
+        np.copyto(bias, 0.0, where=mask)
+
+    refresh()
+    if not const:
+        ctx.steps.append(refresh)
+    return bias
+
+
 def plan_sdpa(op: Operation, ctx: PlanContext) -> None:
     q = ctx.value(op.inputs["query"])
     k = ctx.value(op.inputs["key"])
@@ -23,6 +39,8 @@ def plan_sdpa(op: Operation, ctx: PlanContext) -> None:
     mask = None
     if mask_arg is not None and not ctx.chip.sdpa_ignores_mask:
         mask = ctx.value(mask_arg)
+        if mask.dtype == np.bool_:
+            mask = _bool_mask_bias(mask, ctx, const=ctx.is_const(mask_arg))
     scale = np.float32(1.0 / math.sqrt(q.shape[-1]))
     kt = np.swapaxes(k, -1, -2)
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])

@@ -36,12 +36,22 @@ def plan_binary(op: Operation, ctx: PlanContext) -> None:
         ctx.emit(op, lambda r: fn(x, y, out=r, casting="unsafe"), exact=True)
 
 
+def _epsilon(op: Operation, ctx: PlanContext) -> np.float32:
+    """The given epsilon, or the default in x's dtype: fp16(1e-45) is 0, so an fp16 log(0)
+    is -inf as in coremltools, not log(1e-45) = -103."""
+    eps_arg = op.arg("epsilon")
+    if eps_arg is not None:
+        return np.float32(ctx.value(eps_arg).reshape(()))
+    x_dtype = op.outputs[0].dtype.numpy
+    with np.errstate(under="ignore"):
+        return np.float32(x_dtype.type(_EPSILON[op.op_type]))
+
+
 def _unary(op: Operation, ctx: PlanContext) -> Callable[[np.ndarray], None]:
     x = ctx.value(op.inputs["x"])
     kind = op.op_type
     if kind in _EPSILON:
-        eps_arg = op.arg("epsilon")
-        eps = np.float32(_EPSILON[kind] if eps_arg is None else ctx.value(eps_arg))
+        eps = _epsilon(op, ctx)
     if kind == "exp":
         return lambda r: np.exp(x, out=r)
     if kind == "sqrt":

@@ -15,6 +15,14 @@ def plan_reduce(op: Operation, ctx: PlanContext) -> None:
     axes = tuple(range(x.ndim)) if axes_list is None else tuple(a % x.ndim for a in axes_list)
     keep = args.bool("keep_dims", False)
     fn = {"reduce_sum": np.sum, "reduce_mean": np.mean, "reduce_max": np.max}[op.op_type]
+    if op.op_type == "reduce_mean" and not op.outputs[0].dtype.is_float:
+        # integer mean: the exact (float64) mean truncated toward zero, as coremltools stores it
+        def int_mean(r: np.ndarray) -> None:
+            mean = np.mean(x, axis=axes, keepdims=keep, dtype=np.float64)
+            np.copyto(r, np.trunc(mean), casting="unsafe")
+
+        ctx.emit(op, int_mean, exact=True)
+        return
     ctx.emit(
         op,
         lambda r: fn(x, axis=axes, keepdims=keep, out=r),

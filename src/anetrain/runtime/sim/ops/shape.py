@@ -56,7 +56,9 @@ def plan_slice_by_index(op: Operation, ctx: PlanContext) -> None:
     index, _ = slice_by_index_bounds(
         x.shape, args.ints("begin") or [], args.ints("end") or [], args.ints("stride"), **masks
     )
-    _bind_view(op, ctx, x[tuple(index)], x)
+    # The trailing Ellipsis keeps the result a view even when every axis is squeezed (a plain
+    # all-integer index would return a NumPy scalar copied at compile time).
+    _bind_view(op, ctx, x[(*index, Ellipsis)], x)
 
 
 def plan_concat(op: Operation, ctx: PlanContext) -> None:

@@ -272,12 +272,12 @@ def gen_slice_by_size(rng: np.random.Generator) -> Case:
 
 def _slice_axis(rng: np.random.Generator, d: int, stride: int) -> tuple[int, int]:
     """begin, end for one axis: usually a non-empty slice, in either index form."""
-    if _chance(rng, 0.2):
+    if _chance(rng, 0.06):
         return int(rng.integers(-d - 1, d + 2)), int(rng.integers(-d - 1, d + 2))
     b = int(rng.integers(0, d))
     if stride > 0:
         e = int(rng.integers(b + 1, d + 2))
-        e = e - d if e <= d and _chance(rng, 0.3) else e
+        e = e - d if e < d and _chance(rng, 0.3) else e
     else:
         e = int(rng.integers(-1, b))
         e = -d - 1 - int(rng.integers(0, 2)) if e == -1 else e  # -1 alone would mean "last"

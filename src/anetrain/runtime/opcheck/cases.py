@@ -11,14 +11,15 @@ compared as well as values.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 FLOATS = ("fp16", "fp32")
-# what data movement takes: int8/uint8 only from iOS17, which the opsets must tell apart
-DATA_DTYPES = (*FLOATS, "fp16", "fp32", "int32", "bool", "int8", "uint8")
+# what data movement takes (floats weighted twice); int8/uint8 only from iOS17, which the
+# opsets must tell apart
+DATA_DTYPES = (*FLOATS, *FLOATS, "int32", "bool", "int8", "uint8")
 NP = {
     "fp16": np.float16,
     "fp32": np.float32,
@@ -39,7 +40,6 @@ class Case:
     runtime: tuple[str, ...] = ()
     # "coremltools", or "numpy" where coremltools has no usable value inference for this call
     reference: str = "coremltools"
-    tags: set[str] = field(default_factory=set)
 
     def __str__(self) -> str:
         parts = [f"{k}={_describe(v)}" for k, v in self.kwargs.items()]
@@ -85,9 +85,9 @@ def _floats(
     x = rng.standard_normal(shape) * scale
     if specials and x.size and _chance(rng, 0.3):
         flat = x.reshape(-1)
-        specials = [0.0, -0.0, 1e-6, -3e-5, 6e4, -7e4, 2.0**-24, 1.0]
+        edge = [0.0, -0.0, 1e-6, -3e-5, 6e4, -7e4, 2.0**-24, 1.0]
         for i in rng.integers(0, flat.size, size=max(1, flat.size // 4)):
-            flat[i] = _pick(rng, specials)
+            flat[i] = _pick(rng, edge)
     with np.errstate(over="ignore"):
         return np.asarray(x, NP[dtype])
 
@@ -119,16 +119,15 @@ def _broadcast_partner(rng: np.random.Generator, shape: tuple[int, ...]) -> tupl
     keep = int(rng.integers(0, len(shape) + 1))
     tail = [d if _chance(rng, 0.6) else 1 for d in shape[len(shape) - keep :]]
     lead = [int(d) for d in rng.integers(1, 3, size=int(rng.integers(0, 2)))]
-    out = tuple(lead + tail) if len(lead) + len(tail) <= 5 else tuple(tail)
-    return out
+    return tuple(lead + tail) if len(lead) + len(tail) <= 5 else tuple(tail)
 
 
 def _float_dtype(rng: np.random.Generator) -> str:
     return _pick(rng, FLOATS)
 
 
-def _opset(rng: np.random.Generator, minimum: str = "ios16") -> str:
-    return "ios18" if minimum == "ios18" else _pick(rng, ("ios16", "ios18"))
+def _opset(rng: np.random.Generator) -> str:
+    return _pick(rng, ("ios16", "ios18"))
 
 
 def _runtime(rng: np.random.Generator, *names: str) -> tuple[str, ...]:

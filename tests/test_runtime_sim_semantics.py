@@ -192,3 +192,16 @@ def test_bool_mask_at_run_time_is_refreshed() -> None:
         scores = q @ q.swapaxes(-1, -2) / np.sqrt(3) + np.where(np.array(keep) != 0, 0, -np.inf)
         p = np.exp(scores - scores.max(-1, keepdims=True))
         np.testing.assert_allclose(got, (p / p.sum(-1, keepdims=True)) @ q, rtol=1e-5, atol=1e-6)
+
+
+def test_dilated_conv_needs_constant_weights() -> None:
+    """Core ML has no dilated conv with run-time weights (coremltools rejects it)."""
+    b = Builder("ios18")
+    x = b.input("x", FP32, [1, 2, 1, 8])
+    w = b.input("w", FP32, [2, 2, 1, 2])
+    with pytest.raises(MILTypeError, match=r"dilations \[1, 2\] need constant weights"):
+        b.conv(x, w, dilations=[1, 2])
+    assert b.conv(x, w).type.shape == (1, 2, 1, 7)  # undilated: fine
+    q = np.ones((2, 2, 1, 2), np.int8)
+    deq = b.constexpr_affine_dequantize(q, np.int8(0), np.float32(0.5), 0)
+    assert b.conv(x, deq, dilations=[1, 2]).type.shape == (1, 2, 1, 6)  # from constants

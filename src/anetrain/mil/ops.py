@@ -480,6 +480,12 @@ def _infer_conv(args: Args) -> TensorType:
     if w.dtype != x.dtype:
         raise args.error(f"weight dtype {w.dtype} differs from x dtype {x.dtype}")
     shape, _ = conv_output_shape(args)
+    dilations = args.ints("dilations") or []
+    if any(d > 1 for d in dilations) and not _from_constants(args.get("weight")):
+        raise args.error(
+            f"dilations {dilations} need constant weights; Core ML has no dilated conv with "
+            "run-time weights (coremltools rejects it)"
+        )
     if args.has("bias"):
         bias = args.type("bias")
         if bias.shape != (w.shape[0],) or bias.dtype != w.dtype:
@@ -800,6 +806,17 @@ def infer_type(op_type: str, args: Mapping[str, Arg], opset: str = "ios18") -> T
                         "is computed at run time"
                     )
     return spec.infer(view)
+
+
+def _from_constants(arg: Arg) -> bool:
+    """True if ``arg`` is computed from constants only (coremltools' is_descendant_of_const)."""
+    if isinstance(arg, tuple):
+        return all(_from_constants(a) for a in arg)
+    if isinstance(arg, Literal):
+        return True
+    if arg.op is None:
+        return False
+    return all(_from_constants(v) for v in arg.op.input_vars())
 
 
 def _is_const(item: Var | Literal) -> bool:

@@ -170,6 +170,8 @@ def _unary(op: str) -> Generator:
         x = _floats(rng, dtype, _shape(rng), scales.get(op, 1.0))
         if op in ("sqrt", "log", "rsqrt") and _chance(rng, 0.8):
             x = np.abs(x)
+        if _chance(rng, 0.03):
+            x = _ints(rng, "int32", x.shape)  # float-only ops
         kwargs: dict[str, Any] = {"x": x}
         if op in ("log", "rsqrt") and _chance(rng, 0.6):
             eps_dtype = dtype if _chance(rng, 0.6) else _pick(rng, FLOATS)
@@ -195,6 +197,8 @@ def _axis(rng: np.random.Generator, rank: int) -> int:
 def gen_softmax(rng: np.random.Generator) -> Case:
     dtype = _float_dtype(rng)
     x = _floats(rng, dtype, _shape(rng, 1), 3.0)
+    if _chance(rng, 0.03):
+        x = _ints(rng, "int32", x.shape)
     kwargs = {"x": x, "axis": np.int32(_axis(rng, x.ndim))}
     return Case("softmax", _opset(rng), kwargs, _runtime(rng, "x"))
 
@@ -367,7 +371,9 @@ def gen_conv(rng: np.random.Generator) -> Case:
     }
     if _chance(rng, 0.5):
         kwargs["bias"] = _floats(rng, dtype, (c_out,))
-    live = ("x", "weight") if _chance(rng, 0.2) else ("x",)
+    live = ["x", "weight"] if _chance(rng, 0.2) else ["x"]
+    if "bias" in kwargs and _chance(rng, 0.2):
+        live.append("bias")  # a run-time bias needs iOS17+
     case = Case("conv", _opset(rng), kwargs, _runtime(rng, *live))
     case.reference = "numpy"  # coremltools' conv has no value_inference
     return case
@@ -395,6 +401,8 @@ def gen_sdpa(rng: np.random.Generator) -> Case:
             mask[..., 0] = True  # keep every row attending somewhere (else NaN on both sides)
         else:
             mask = _floats(rng, _pick(rng, FLOATS), shape, 3.0, specials=False)
+        if _chance(rng, 0.04):
+            mask = mask[..., :-1] if S > 1 else np.concatenate([mask, mask], axis=-1)
         kwargs["attn_mask"] = mask
         if _chance(rng, 0.5):
             live.append("attn_mask")

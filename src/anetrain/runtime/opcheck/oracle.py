@@ -140,7 +140,32 @@ class Theirs:
     defaults: dict[str, Any]  # inputs coremltools materialized that the call did not give
 
 
-def run_coreml(case: Case, kwargs: dict[str, Any] | None = None) -> Theirs | Rejected:
+def _placeholders(call: dict[str, Any], live: tuple[str, ...]) -> dict[str, Any]:
+    """coremltools function inputs for the run-time arguments (one per variadic item)."""
+    from coremltools.converters.mil.mil import Builder as mb
+
+    from anetrain.mil.coreml import coreml_types
+
+    ctypes = coreml_types()
+    specs = {}
+    for name in live:
+        value = call[name]
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            arr = np.asarray(item)
+            specs[f"{name}_{i}"] = mb.placeholder(
+                shape=arr.shape,
+                dtype=ctypes[DType.from_numpy(arr.dtype)],
+                allow_rank0_input=not arr.shape,
+            )
+    return specs
+
+
+def run_coreml(
+    case: Case, kwargs: dict[str, Any] | None = None, live: tuple[str, ...] = ()
+) -> Theirs | Rejected:
+    """coremltools' verdict on the call, and its value when every argument is a constant;
+    ``live`` arguments become function inputs instead (for its const-ness rules)."""
     import coremltools as ct  # noqa: F401  (fails fast with a clear ImportError)
     from coremltools.converters.mil.mil import Builder as mb
     from coremltools.converters.mil.mil import Function, types
@@ -149,9 +174,20 @@ def run_coreml(case: Case, kwargs: dict[str, Any] | None = None) -> Theirs | Rej
 
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     call = case.kwargs if kwargs is None else kwargs
-    with Function({}, opset_version=coreml_target(case.opset)), np.errstate(all="ignore"):
+    target = coreml_target(case.opset)
+    try:
+        fn = Function(_placeholders(call, live), opset_version=target)
+    except Exception as err:
+        return Rejected(f"{type(err).__name__}: {err}")
+    with fn, np.errstate(all="ignore"):
+        args = {k: _ct_arg(v) for k, v in call.items()}
+        for name in live:
+            if isinstance(call[name], list):
+                args[name] = [fn.inputs[f"{name}_{i}"] for i in range(len(call[name]))]
+            else:
+                args[name] = fn.inputs[f"{name}_0"]
         try:
-            var = getattr(mb, case.op)(**{k: _ct_arg(v) for k, v in call.items()})
+            var = getattr(mb, case.op)(**args)
         except Exception as err:  # coremltools raises ValueError/TypeError/AssertionError/...
             return Rejected(f"{type(err).__name__}: {err}")
         value = var.val
@@ -304,7 +340,12 @@ def compare(op: str, ours: np.ndarray, ref: np.ndarray, fp16: bool) -> str | Non
 
 
 def _reference(case: Case) -> tuple[np.ndarray | None, Theirs | Rejected]:
-    """The reference value (None if none) and coremltools' verdict on the call as given."""
+    """The reference value (None if none) and coremltools' verdict on the call as given
+    (run-time arguments as function inputs, so const-only parameters are checked too)."""
+    if case.runtime:
+        verdict = run_coreml(case, live=case.runtime)
+        if isinstance(verdict, Rejected):
+            return None, verdict
     theirs = run_coreml(case)
     if isinstance(theirs, Rejected):
         return None, theirs

@@ -137,6 +137,11 @@ def _runtime(rng: np.random.Generator, *names: str) -> tuple[str, ...]:
     return tuple(n for n in names if _chance(rng, 0.5))
 
 
+def _live_shape(rng: np.random.Generator, *names: str) -> tuple[str, ...]:
+    """Now and then a shape-deciding argument at run time (coremltools allows it there)."""
+    return tuple(n for n in names if _chance(rng, 0.03))
+
+
 # --------------------------------------------------------------------------------------------
 # generators, one per op family
 
@@ -244,7 +249,8 @@ def gen_reshape(rng: np.random.Generator) -> Case:
         shape[int(rng.integers(len(shape)))] = 0
     if _chance(rng, 0.04):
         shape.append(2)
-    return Case("reshape", _opset(rng), {"x": x, "shape": _i32(shape)}, _runtime(rng, "x"))
+    kwargs = {"x": x, "shape": _i32(shape)}
+    return Case("reshape", _opset(rng), kwargs, _runtime(rng, "x", *_live_shape(rng, "shape")))
 
 
 def gen_transpose(rng: np.random.Generator) -> Case:
@@ -270,7 +276,8 @@ def gen_slice_by_size(rng: np.random.Generator) -> Case:
         begin.append(b)
         size.append(s)
     kwargs = {"x": x, "begin": _i32(begin), "size": _i32(size)}
-    return Case("slice_by_size", _opset(rng), kwargs, _runtime(rng, "x"))
+    live = _live_shape(rng, "begin", "size")
+    return Case("slice_by_size", _opset(rng), kwargs, _runtime(rng, "x", *live))
 
 
 def _slice_axis(rng: np.random.Generator, d: int, stride: int) -> tuple[int, int]:
@@ -305,7 +312,8 @@ def gen_slice_by_index(rng: np.random.Generator) -> Case:
             kwargs[key] = rng.random(rank) < p
     if _chance(rng, 0.08):  # squeeze every axis: a scalar result
         kwargs["squeeze_mask"] = np.ones(rank, np.bool_)
-    return Case("slice_by_index", _opset(rng), kwargs, _runtime(rng, "x"))
+    live = _live_shape(rng, "begin", "end")
+    return Case("slice_by_index", _opset(rng), kwargs, _runtime(rng, "x", *live))
 
 
 def gen_concat(rng: np.random.Generator) -> Case:

@@ -147,6 +147,16 @@ DIFFERENCES: tuple[Difference, ...] = (
         applies=_int_cast_wraps,
     ),
     Difference(
+        "static-shapes",
+        "ours_rejects",
+        frozenset({"reshape", "slice_by_size", "slice_by_index"}),
+        "arguments that decide the output shape (reshape's shape, the slices' begin, end and "
+        "size) must be constants: ANE programs are compiled for static shapes, and our types "
+        "have no symbolic dimensions; coremltools accepts run-time values and infers symbolic "
+        "shapes",
+        message=r"must be a constant",
+    ),
+    Difference(
         "reshape-zero",
         "ours_rejects",
         frozenset({"reshape"}),

@@ -193,7 +193,9 @@ def run_coreml(
         value = var.val
         if value is None and hasattr(var.op, "materialized_val_inference"):
             value = var.op.materialized_val_inference()
-        shape = tuple(int(d) for d in var.shape) if types.is_tensor(var.sym_type) else ()
+        dims = var.shape if types.is_tensor(var.sym_type) else ()
+        static = all(isinstance(d, int | np.integer) for d in dims)
+        shape = tuple(int(d) for d in dims) if static else None  # None: symbolic
         defaults = {
             k: v.val
             for k, v in var.op.inputs.items()

@@ -18,7 +18,19 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from anetrain.errors import MILTypeError
-from anetrain.mil import BOOL, FP16, FP32, INT8, INT32, UINT8, Builder, DType, TensorType, Var
+from anetrain.mil import (
+    BOOL,
+    FP16,
+    FP32,
+    INT8,
+    INT32,
+    UINT8,
+    Builder,
+    DType,
+    TensorType,
+    Var,
+    print_program,
+)
 from mil_strategies import small_shapes
 
 SETTINGS = settings(max_examples=100, deadline=None)
@@ -198,12 +210,40 @@ def test_reshape(case: tuple, dtype: DType) -> None:
         assert b.reshape(x, target).type == TensorType(dtype, expected)
 
 
-@pytest.mark.parametrize("target", [[0, -1], [0, 0, 4], [2, 3, 0, 4]])
-def test_reshape_rejects_zero(target: list[int]) -> None:
-    # 0 copies the input dim in some compilers and means "empty" in others: refused outright.
-    b, (x,) = inputs(FP16, (2, 3, 4))
-    with pytest.raises(MILTypeError, match=r"0 in shape .* means different things per opset"):
-        b.reshape(x, target)
+@pytest.mark.parametrize(
+    ("target", "ios16", "ios18"),
+    [
+        ([0, -1], None, (3, 8)),  # iOS17+: 0s align with x's shape from the right
+        ([0, 0, 4], (2, 3, 4), (2, 3, 4)),
+        ([0, 4, 0], None, None),  # both copy axes 0 and 2: 32 elements, not 24
+        ([0, 0, 0, 0], None, (1, 2, 3, 4)),  # iOS17+: a 0 with no axis of x to match is 1
+        ([2, 0, 12], None, None),
+    ],
+)
+def test_reshape_zero_copies_a_dimension(target: list[int], ios16: tuple, ios18: tuple) -> None:
+    """coremltools' meaning of 0, which differs between iOS15/16 and iOS17+."""
+    for dialect, want in (("ios16", ios16), ("ios18", ios18)):
+        b = Builder(dialect)
+        x = b.input("x", FP16, (2, 3, 4))
+        if want is None:
+            with pytest.raises(MILTypeError, match=r"0 in shape|cannot reshape|elements"):
+                b.reshape(x, target)
+        else:
+            assert b.reshape(x, target).type == TensorType(FP16, want)
+
+
+def test_reshape_zero_across_dialects() -> None:
+    """With len(shape) == rank both rules agree; otherwise iOS15/16 refuse, so re-spelling an
+    ios18 program for ios16 never changes a reshape's meaning silently."""
+    b = Builder("ios18")
+    x = b.input("x", FP16, (2, 3, 4))
+    b.returns(b.reshape(x, [0, 0, 4], name="same"))
+    print_program(b.program(), target="ios16")
+    b = Builder("ios18")
+    x = b.input("x", FP16, (2, 3, 4))
+    b.returns(b.reshape(x, [0, -1], name="aligned"))  # [3, 8] in ios18
+    with pytest.raises(MILTypeError, match=r"'aligned' cannot be written for ios16"):
+        print_program(b.program(), target="ios16")
 
 
 @SETTINGS

@@ -248,14 +248,30 @@ def _infer_reduce(args: Args) -> TensorType:
     return TensorType(x.dtype, tuple(shape))
 
 
+def _reshape_zeros(args: Args, x: TensorType, shape: list[int]) -> list[int]:
+    """A 0 in reshape's shape copies a dimension of x, by coremltools' rules per opset:
+    iOS15/16 the same axis (len(shape) must equal x's rank); iOS17+ right-aligned with x's
+    shape, and 1 where x has no such axis."""
+    if args.before_ios17:
+        if len(shape) != x.rank:
+            raise args.error(
+                f"a 0 in shape {shape} copies the same axis of x in opset {args.opset}, which "
+                f"needs len(shape) == rank {x.rank}; write the sizes"
+            )
+        return [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    offset = x.rank - len(shape)
+    return [
+        (x.shape[i + offset] if i + offset >= 0 else 1) if d == 0 else d
+        for i, d in enumerate(shape)
+    ]
+
+
 def _infer_reshape(args: Args) -> TensorType:
     x = args.type("x")
     target = args.ints("shape")
     assert target is not None
     _basic_input(args)
-    if 0 in target:
-        raise args.error(f"0 in shape {target} means different things per opset; write the size")
-    shape = list(target)
+    shape = _reshape_zeros(args, x, list(target)) if 0 in target else list(target)
     if shape.count(-1) > 1:
         raise args.error(f"at most one -1 allowed in shape {target}")
     if -1 in shape:

@@ -157,14 +157,6 @@ DIFFERENCES: tuple[Difference, ...] = (
         message=r"must be a constant",
     ),
     Difference(
-        "reshape-zero",
-        "ours_rejects",
-        frozenset({"reshape"}),
-        "a 0 in reshape's shape means 'copy this input dimension' in iOS15/16 and is invalid "
-        "from iOS17; we reject it in every opset and ask for the explicit size",
-        message=r"0 in shape",
-    ),
-    Difference(
         "slice-negative-begin-size-minus-one",
         "ours_rejects",
         frozenset({"slice_by_size"}),

@@ -205,3 +205,23 @@ def test_dilated_conv_needs_constant_weights() -> None:
     q = np.ones((2, 2, 1, 2), np.int8)
     deq = b.constexpr_affine_dequantize(q, np.int8(0), np.float32(0.5), 0)
     assert b.conv(x, deq, dilations=[1, 2]).type.shape == (1, 2, 1, 6)  # from constants
+
+
+def test_matmul_and_conv_take_a_const_of_the_other_float_dtype_from_ios17() -> None:
+    """coremltools' iOS17 matmul: dtypes may differ when exactly one operand is a const (the
+    output takes the other's); its iOS17 conv: weight and bias may have either float dtype."""
+    w = RNG.standard_normal((3, 2)).astype(np.float32)
+    b = Builder("ios18")
+    x = b.input("x", FP16, [1, 1, 4, 3])
+    y = b.matmul(x, w)
+    assert y.type.dtype is FP16
+    b.returns(y)
+    xv = f16(RNG.standard_normal((1, 12))).reshape(4, 3)
+    got = compile_sim(b)(xv.reshape(1, 12)).reshape(4, 2)
+    np.testing.assert_allclose(got, f16(xv @ w.astype(np.float64)), rtol=1e-3, atol=1e-3)
+    with pytest.raises(MILTypeError, match=r"operand dtypes differ"):
+        b.matmul(x, b.input("z", FP32, [1, 1, 3, 2]))  # neither is a const
+    old = Builder("ios16")
+    with pytest.raises(MILTypeError, match=r"operand dtypes differ"):
+        old.matmul(old.input("x", FP16, [1, 1, 4, 3]), w)
+    assert b.conv(x, np.ones((2, 1, 1, 1), np.float32)).type.dtype is FP16

@@ -406,8 +406,17 @@ def _infer_concat(args: Args) -> TensorType:
 
 def _infer_matmul(args: Args) -> TensorType:
     x, y = args.type("x"), args.type("y")
+    out_dtype = x.dtype
     if x.dtype != y.dtype:
-        raise args.error(f"operand dtypes differ: x is {x.dtype}, y is {y.dtype}")
+        # iOS17+ (coremltools): allowed when exactly one operand is a const, whose dtype then
+        # gives way to the other's
+        x_const, y_const = _is_const(args.get("x")), _is_const(args.get("y"))
+        if args.before_ios17 or x_const == y_const:
+            raise args.error(
+                f"operand dtypes differ: x is {x.dtype}, y is {y.dtype} (from iOS17 allowed "
+                "when exactly one of them is a const)"
+            )
+        out_dtype = x.dtype if y_const else y.dtype
     if x.rank < 2 or y.rank < 2:
         raise args.error(
             f"operands must have rank >= 2 (got {x.rank} and {y.rank}); reshape vectors to "
@@ -434,7 +443,7 @@ def _infer_matmul(args: Args) -> TensorType:
         out.pop(-2)
     if y_vec:
         out.pop(-1)
-    return TensorType(x.dtype, tuple(out))
+    return TensorType(out_dtype, tuple(out))
 
 
 def conv_output_shape(args: Args) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
@@ -493,8 +502,11 @@ def conv_output_shape(args: Args) -> tuple[tuple[int, ...], list[tuple[int, int]
 def _infer_conv(args: Args) -> TensorType:
     x, w = args.type("x"), args.type("weight")
     _require_dtype(args, "x", FLOAT_DTYPES)
-    if w.dtype != x.dtype:
-        raise args.error(f"weight dtype {w.dtype} differs from x dtype {x.dtype}")
+    _require_dtype(args, "weight", FLOAT_DTYPES)
+    if w.dtype != x.dtype and args.before_ios17:  # iOS17+ conv: weight/bias may differ
+        raise args.error(
+            f"weight dtype {w.dtype} differs from x dtype {x.dtype} (allowed from iOS17)"
+        )
     shape, _ = conv_output_shape(args)
     dilations = args.ints("dilations") or []
     if any(d > 1 for d in dilations) and not _from_constants(args.get("weight")):

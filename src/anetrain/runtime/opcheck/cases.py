@@ -354,6 +354,8 @@ def gen_matmul(rng: np.random.Generator) -> Case:
         x = np.ascontiguousarray(np.swapaxes(x, -1, -2))
     if ty and y.ndim >= 2:
         y = np.ascontiguousarray(np.swapaxes(y, -1, -2))
+    if dtype in FLOATS and _chance(rng, 0.06):  # iOS17+: fine if exactly one is a const
+        y = y.astype(NP["fp32" if dtype == "fp16" else "fp16"])
     kwargs = {"x": x, "y": y, "transpose_x": bool(tx), "transpose_y": bool(ty)}
     return Case("matmul", _opset(rng), kwargs, _runtime(rng, "x", "y"))
 
@@ -380,6 +382,11 @@ def gen_conv(rng: np.random.Generator) -> Case:
     if _chance(rng, 0.5):
         kwargs["bias"] = _floats(rng, dtype, (c_out,))
     live = ["x", "weight"] if _chance(rng, 0.2) else ["x"]
+    if _chance(rng, 0.05):  # iOS17+ lets weight and bias have the other float dtype
+        other = "fp32" if dtype == "fp16" else "fp16"
+        for key in ("weight", "bias"):
+            if key in kwargs:
+                kwargs[key] = kwargs[key].astype(NP[other])
     if "bias" in kwargs and _chance(rng, 0.2):
         live.append("bias")  # a run-time bias needs iOS17+
     case = Case("conv", _opset(rng), kwargs, _runtime(rng, *live))
@@ -460,7 +467,8 @@ def gen_quantize(rng: np.random.Generator) -> Case:
     zp = (
         (out if _chance(rng, 0.9) else _pick(rng, ("int8", "uint8"))) if _chance(rng, 0.7) else None
     )
-    kwargs = {"input": x, **_quant_params(rng, x.shape, dtype, zp), "output_dtype": out}
+    scale_dtype = dtype if _chance(rng, 0.95) else _pick(rng, FLOATS)
+    kwargs = {"input": x, **_quant_params(rng, x.shape, scale_dtype, zp), "output_dtype": out}
     return Case("quantize", "ios18", kwargs, _runtime(rng, "input"))
 
 

@@ -408,6 +408,12 @@ def _reason(reason: str) -> tuple[pytest.MarkDecorator, ...]:
 AGREEMENT: list = [
     pytest.param(
         "ios18",
+        lambda b: b.reshape(_x(b), shape=[0, 0, S]),
+        id="reshape_zero_right_aligned",
+        marks=_reason("coremltools: iOS17+ reshape aligns 0s from the right (-> [32, 1, 16])"),
+    ),
+    pytest.param(
+        "ios18",
         lambda b: b.concat([_x(b), _x(b, name="y")], axis=1, interleave=True),
         id="concat_interleave",
     ),
@@ -588,13 +594,10 @@ REJECTED: list = [
         marks=_reason("coremltools: conv bias dtype must equal weight dtype"),
     ),
     pytest.param(
-        "ios18",
+        "ios16",
         lambda b: b.reshape(_x(b), shape=[0, 0, S]),
-        id="reshape_zero_rank_change",
-        marks=_reason(
-            "coremltools: iOS17+ reshape aligns 0s from the right (-> [32, 1, 16]); "
-            "iOS15/16 requires len(shape) == rank(x); ours aligns from the left (-> [1, 32, 16])"
-        ),
+        id="reshape_zero_rank_change_ios16",
+        marks=_reason("coremltools: iOS15/16 reshape with a 0 requires len(shape) == rank(x)"),
     ),
     pytest.param(
         "ios18",

@@ -285,7 +285,7 @@ def _no_trace(fail: Callable[[Builder, Var], Any], exc: type[BaseException] = Ex
 
 
 def test_failed_inference_leaves_no_trace() -> None:
-    _no_trace(lambda b, x: b.conv(x, np.zeros((4, 4, 1, 1), np.float32)), MILTypeError)
+    _no_trace(lambda b, x: b.conv(x, np.zeros((4, 3, 1, 1), np.float16)), MILTypeError)
 
 
 def test_failed_inference_with_new_name_leaves_no_trace() -> None:

@@ -125,8 +125,10 @@ DIFFERENCES: tuple[Difference, ...] = (
         "ours_rejects",
         frozenset({"matmul"}),
         "rank-1 operands are rejected: coremltools promotes them like NumPy (and drops the "
-        "added axis again), but the ANE layouts are rank-4 and a silent promotion hides a "
-        "layout bug in the generator; reshape to [1, n] or [n, 1]",
+        "added axis again) but its type inference gets some of them wrong (a rank-1 x with a "
+        "batched y gives [1, n] instead of [b, n]; a rank-1 y can raise IndexError), the ANE "
+        "layouts are rank 4, and a silent promotion hides a layout bug; reshape to [1, n] or "
+        "[n, 1]",
         message=r"rank >= 2",
     ),
     Difference(

@@ -79,7 +79,7 @@ def test_check_reports_file_line_col(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err.strip()
     line = bad.splitlines().index(next(s for s in bad.splitlines() if "mm_nope" in s)) + 1
     col = bad.splitlines()[line - 1].index("mm_nope") + 1
-    assert err == f"{path}:{line}:{col}: undefined variable 'mm_nope'"
+    assert err == f"{path}:{line}:{col}: error: undefined variable 'mm_nope'"
 
 
 def test_check_reports_type_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

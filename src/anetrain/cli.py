@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
+import errno
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from anetrain import __version__
+from anetrain.commands.args import OneLineParser
 from anetrain.errors import AnetrainError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     from anetrain.commands import bench as bench_cmd
     from anetrain.commands import dashboard as dash_cmd
     from anetrain.commands import data as data_cmd
@@ -20,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from anetrain.commands import mil as mil_cmd
     from anetrain.commands import train as train_cmd
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="anetrain",
         description="Train and benchmark transformers on Apple's Neural Engine (or its simulator).",
     )
@@ -46,16 +49,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
-        return 2
+        choices = ", ".join(sorted(_commands(parser)))
+        parser.error(f"no command given; choose one of {choices}")
     try:
         return int(handler(args) or 0)
     except AnetrainError as err:
-        print(f"anetrain: error: {err}", file=sys.stderr)
-        return 1
+        return _fail(str(err))
     except KeyboardInterrupt:
         print("anetrain: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        return _fail(
+            "out of memory; use a smaller model (--model/--config) or free memory, "
+            "and set --max-memory to be refused before allocating"
+        )
+    except OSError as err:  # the file system said no: a user-fixable condition, not our bug
+        return _fail(describe_os_error(err))
+    except Exception:  # our bug: keep the traceback, ask for a report
+        traceback.print_exc()
+        print(
+            f"anetrain: internal error (a bug in anetrain {__version__}); please report it with "
+            "the command line and the traceback above to the project's issue tracker",
+            file=sys.stderr,
+        )
+        return 70
+
+
+def _commands(parser: OneLineParser) -> list[str]:
+    actions = parser._subparsers._group_actions if parser._subparsers else []
+    return [name for action in actions for name in getattr(action, "choices", None) or {}]
+
+
+def _fail(message: str) -> int:
+    first, *rest = message.splitlines() or [""]
+    print(f"anetrain: error: {first}", file=sys.stderr)
+    for line in rest:  # keep any detail (e.g. a caret under a MIL column) below the line
+        print(f"  {line}", file=sys.stderr)
+    return 1
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a file-system error: what, where, what to do."""
+    where = f"{err.filename}: " if err.filename else ""
+    reason = err.strerror or str(err)
+    hints = {
+        errno.ENOSPC: "free space on that disk (or choose another --out) and run again",
+        errno.EDQUOT: "free space within your quota and run again",
+        errno.EACCES: "choose a folder you can write to, or fix its permissions",
+        errno.EPERM: "choose a folder you can write to, or fix its permissions",
+        errno.EROFS: "the file system is read-only; choose a writable folder",
+        errno.ENOTDIR: "a file is in the way of a folder in that path; choose another path",
+        errno.EISDIR: "that path is a folder; give a file path",
+        errno.ENOENT: "check the path",
+        errno.EEXIST: "remove it or choose another path",
+    }
+    hint = hints.get(err.errno or 0, "check the path and try again")
+    if err.errno in (errno.EEXIST, errno.ENOTDIR) and err.filename and Path(err.filename).is_file():
+        reason, hint = "a file is where a folder is needed", "move it or choose another path"
+    return f"{where}{reason}; {hint}"
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from anetrain.commands.args import count, output_path, seed
+
 if TYPE_CHECKING:  # the bench modules pull in NumPy and the runtime: import them when run
     from anetrain.bench.result import SuiteResult
     from anetrain.bench.runner import Runner
@@ -22,21 +24,13 @@ if TYPE_CHECKING:  # the bench modules pull in NumPy and the runtime: import the
 Suite = Callable[["Runner", Callable[[str], None], argparse.Namespace], "SuiteResult"]
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--json", type=Path, metavar="FILE", help="write results (schema: docs/bench.md)"
+        "--json", type=output_path, metavar="FILE", help="write results (schema: docs/bench.md)"
     )
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot results (needs matplotlib)")
+    p.add_argument(
+        "--plot", type=output_path, metavar="FILE.png", help="plot results (needs matplotlib)"
+    )
 
 
 def _common() -> argparse.ArgumentParser:
@@ -50,10 +44,10 @@ def _common() -> argparse.ArgumentParser:
     )
     common.add_argument("--chip", help="chip profile, e.g. m4max (default: the backend's)")
     common.add_argument(
-        "--warmup", type=_count(0), help="evals before timing (default: the original's; sim: 1)"
+        "--warmup", type=count(0), help="evals before timing (default: the original's; sim: 1)"
     )
     common.add_argument(
-        "--iters", type=_count(1), help="timed evals (default: the original's; sim: 3)"
+        "--iters", type=count(1), help="timed evals (default: the original's; sim: 3)"
     )
     common.add_argument(
         "--quick", action="store_true", help="few iterations on any backend (warmup 1, iters 3)"
@@ -63,7 +57,7 @@ def _common() -> argparse.ArgumentParser:
         action="store_true",
         help="print modeled ANE times without compiling or running anything",
     )
-    common.add_argument("--seed", type=int, default=0, help="input data seed")
+    common.add_argument("--seed", type=seed, default=0, help="input data seed")
     _outputs(common)
     return common
 

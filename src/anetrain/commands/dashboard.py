@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anetrain.commands.args import count, number
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder (train --out)")
     p.add_argument(
         "--refresh",
-        type=float,
+        type=number(above=0),
         default=1.0,
         metavar="SECONDS",
         help="seconds between redraws (default 1)",
     )
     p.add_argument(
         "--window",
-        type=int,
+        type=count(2),
         metavar="N",
         default=400,
         help="steps shown in the loss chart (default 400; a shorter run is shown whole)",

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from anetrain.commands.args import count, input_file, number, output_path, seed
+
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``data`` command (with its actions) to the top-level subparsers."""
@@ -23,7 +25,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="download, prepare and inspect token data",
         description="Download, prepare and inspect token files (uint16 ids, BOS=1 per story).",
     )
-    actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     parser.set_defaults(handler=lambda _args: _usage(parser))
 
     dl = actions.add_parser(
@@ -35,7 +37,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     dl.add_argument("dataset", choices=["tinystories"], help="dataset to fetch")
     dl.add_argument("--out", type=Path, default=None, help="directory (default: the cache dir)")
     dl.add_argument("--url", default=None, help="archive URL or file:// path (mirror)")
-    dl.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    dl.add_argument(
+        "--timeout", type=number(above=0), default=30.0, help="network timeout in seconds"
+    )
     dl.add_argument("--force", action="store_true", help="download even if the file exists")
     dl.add_argument("--quiet", action="store_true", help="no progress output")
     dl.set_defaults(handler=_download)
@@ -47,11 +51,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "stories separated by blank lines (or one per line with --stories line); .json/.jsonl: "
         'strings or objects with a "story" field.',
     )
-    prep.add_argument("inputs", nargs="+", type=Path, metavar="TEXT", help="input files")
+    prep.add_argument("inputs", nargs="+", type=input_file, metavar="TEXT", help="input files")
     prep.add_argument(
         "--tokenizer", default="builtin", help="tokenizer.bin path or 'builtin' (default)"
     )
-    prep.add_argument("--out", type=Path, required=True, help="output token file (.bin)")
+    prep.add_argument("--out", type=output_path, required=True, help="output token file (.bin)")
     prep.add_argument(
         "--stories",
         choices=["blank", "line"],
@@ -68,15 +72,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "and cache the token file (reused when it already exists).",
     )
     builtin.add_argument("--cache-dir", type=Path, default=None, help="where to cache it")
-    builtin.add_argument("--stories", type=int, default=None, help="number of stories")
-    builtin.add_argument("--seed", type=int, default=None, help="generator seed")
-    builtin.add_argument("--text", type=Path, default=None, help="also write the text here")
+    builtin.add_argument("--stories", type=count(1), default=None, help="number of stories")
+    builtin.add_argument("--seed", type=seed, default=None, help="generator seed")
+    builtin.add_argument("--text", type=output_path, default=None, help="also write the text here")
     builtin.set_defaults(handler=_builtin)
 
     info = actions.add_parser("info", help="describe a token file")
-    info.add_argument("file", type=Path, help="token file")
+    info.add_argument("file", type=input_file, help="token file")
     info.add_argument("--tokenizer", default=None, help="tokenizer.bin or 'builtin' to decode")
-    info.add_argument("--vocab-size", type=int, default=None, help="check ids against this")
+    info.add_argument("--vocab-size", type=count(1), default=None, help="check ids against this")
     info.set_defaults(handler=_info)
     return parser
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from anetrain.commands.args import input_file, output_path
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="convert programs to other formats")
@@ -16,8 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "infers the same types, and save it as an .mlpackage (no optimisation passes). "
         "Needs coremltools (pip install coremltools).",
     )
-    coreml.add_argument("file", type=Path, help="the .mil text file")
-    coreml.add_argument("--out", type=Path, required=True, help="output path, NAME.mlpackage")
+    coreml.add_argument("file", type=input_file, help="the .mil text file")
+    coreml.add_argument(
+        "--out", type=output_path, required=True, help="output path, NAME.mlpackage"
+    )
     coreml.add_argument(
         "--weights",
         type=Path,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anetrain.commands.args import byte_size, count, number, seed
 from anetrain.errors import AnetrainError
 
 LAST = "ckpt_last.safetensors"
@@ -54,25 +55,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-tokens",
-        type=int,
+        type=count(1),
         metavar="N",
         default=256,
         help="new tokens to generate (default 256; capped by the model's seq_len)",
     )
     p.add_argument(
-        "--temperature", type=float, default=0.8, metavar="T", help="0 = greedy (default 0.8)"
+        "--temperature",
+        type=number(minimum=0),
+        default=0.8,
+        metavar="T",
+        help="0 = greedy (default 0.8)",
     )
     p.add_argument(
-        "--top-k", type=int, metavar="K", help="sample from the k most likely tokens only"
+        "--top-k", type=count(1), metavar="K", help="sample from the k most likely tokens only"
     )
     p.add_argument(
         "--top-p",
-        type=float,
+        type=number(above=0, maximum=1),
         metavar="P",
         help="sample from the smallest set with this probability mass",
     )
     p.add_argument(
-        "--seed", type=int, metavar="S", help="sampling seed (default: random, reported at the end)"
+        "--seed",
+        type=seed,
+        metavar="S",
+        help="sampling seed (default: random, reported at the end)",
     )
     p.add_argument(
         "--tokenizer",
@@ -93,6 +101,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="--prefill kernels: auto (default; ane when available, else sim), sim or ane",
     )
     p.add_argument("--chip", help="--prefill kernels: chip profile for sim (e.g. m4, m1max)")
+    p.add_argument(
+        "--max-memory",
+        type=byte_size,
+        metavar="SIZE",
+        help="refuse to load a model whose estimated memory exceeds SIZE (e.g. 8G); "
+        "default: the machine's available memory",
+    )
     p.set_defaults(handler=run)
 
 
@@ -138,12 +153,17 @@ def _head(path: Path, n: int) -> bytes:
         return handle.read(n)
 
 
-def load_model(ckpt: Path, find_tokenizer: bool = True) -> LoadedModel:
+def load_model(
+    ckpt: Path, find_tokenizer: bool = True, *, max_memory: int | None = None
+) -> LoadedModel:
     """Load ``ckpt`` (file or run folder); errors are :class:`AnetrainError` subclasses.
 
     With ``find_tokenizer``, an anetrain checkpoint's run folder config.json is consulted for
-    the tokenizer the run was trained with.
+    the tokenizer the run was trained with. Loading holds the file's bytes, the tensors parsed
+    from them and the model's own buffer at once: three times the file size is refused up
+    front when it exceeds ``max_memory`` or the machine's available memory.
     """
+    from anetrain.memory import check_fits
     from anetrain.model._io import ModelFileError
     from anetrain.model.llama2c import MAGIC_V1, import_llama2c
     from anetrain.model.original import import_original_checkpoint
@@ -162,6 +182,7 @@ def load_model(ckpt: Path, find_tokenizer: bool = True) -> LoadedModel:
         raise CheckpointError(f"{ckpt}: no such checkpoint file or run folder")
     elif (ckpt.parent / "config.json").is_file():
         run_dir = ckpt.parent
+    check_fits(f"loading {ckpt}", 3 * ckpt.stat().st_size, max_memory, hint="use a smaller model")
     try:
         kind = detect_format(ckpt)
     except OSError as err:
@@ -248,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
     from anetrain.model.reference import prefill as numpy_prefill
 
     _check_args(args)
-    model = load_model(args.ckpt, find_tokenizer=args.tokenizer is None)
+    model = load_model(args.ckpt, find_tokenizer=args.tokenizer is None, max_memory=args.max_memory)
     cfg = model.config
     spec = args.tokenizer or model.tokenizer
     if spec is None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from anetrain.commands.args import input_file
 from anetrain.errors import MILError
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Parse and validate a MIL program, resolve its BLOBFILE weights and print "
         "a summary. Errors print as FILE:LINE:COL: message and exit non-zero.",
     )
-    check.add_argument("file", type=Path, help="the .mil text file")
+    check.add_argument("file", type=input_file, help="the .mil text file")
     check.add_argument(
         "--weights",
         type=Path,
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt = mil_sub.add_parser(
         "print", help="re-print a program in canonical form, optionally for another target"
     )
-    fmt.add_argument("file", type=Path)
+    fmt.add_argument("file", type=input_file)
     fmt.add_argument("--target", choices=["ios18", "ios16"])
     fmt.set_defaults(handler=run_print)
 
@@ -58,8 +59,9 @@ def _read(path: Path) -> str:
 
 
 def report(err: MILError, path: Path) -> None:
-    """Print ``FILE:LINE:COL: message`` on stderr."""
-    print(err.with_source(str(path)).format() if err.source is None else err, file=sys.stderr)
+    """Print ``FILE:LINE:COL: error: message`` on stderr (the validator's format)."""
+    where = ":".join(str(p) for p in (err.source or path, err.line, err.col) if p is not None)
+    print(f"{where}: error: {err.message}", file=sys.stderr)
 
 
 def load_program(path: Path) -> Program | None:

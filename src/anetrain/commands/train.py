@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anetrain.commands.args import byte_size, count, input_file, number, output_folder, seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,23 +25,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="tiny",
         help="preset: tiny, stories15m, stories42m, stories110m, qwen3-0.6b",
     )
-    model.add_argument("--config", type=Path, help="a model config TOML file")
+    model.add_argument("--config", type=input_file, help="a model config TOML file")
     p.add_argument(
-        "--data", type=Path, help="token file (uint16, llama2.c format); default: built-in corpus"
+        "--data",
+        type=input_file,
+        help="token file (uint16, llama2.c format); default: built-in corpus",
     )
     p.add_argument(
         "--tokenizer",
         help="tokenizer.bin for samples (default: built-in when training on the built-in corpus)",
     )
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (default 1000)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    p.add_argument(
+        "--steps",
+        type=count(1),
+        default=1000,
+        help="total optimizer steps of the run, counted from step 0, not steps to add "
+        "(default 1000). The learning-rate schedule (warmup, cosine decay to the floor) is laid "
+        "out over this total, so resuming with another value changes the schedule (a warning "
+        "says so); to train a finished run further, raise it",
+    )
+    p.add_argument(
+        "--lr", type=number(above=0), default=3e-3, help="peak learning rate (default 3e-3)"
+    )
     p.add_argument(
         "--accum",
-        type=int,
+        type=count(1),
         default=4,
         help="windows of seq_len tokens per optimizer step (default 4)",
     )
-    p.add_argument("--warmup", type=int, default=20, help="warmup steps (default 20)")
+    p.add_argument("--warmup", type=count(0), default=20, help="warmup steps (default 20)")
     p.add_argument(
         "--backend",
         choices=["auto", "sim", "ane"],
@@ -47,18 +61,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="auto: ane when available, else sim",
     )
     p.add_argument("--chip", help="chip profile for sim (e.g. m4, m1max); default: m4")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", type=Path, help="run folder (default runs/<model>-<time>)")
+    p.add_argument("--seed", type=seed, default=42)
+    p.add_argument("--out", type=output_folder, help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
-    p.add_argument("--loss-scale", type=float, default=256.0)
+    p.add_argument(
+        "--loss-scale",
+        type=number(minimum=1),
+        default=256.0,
+        help="loss scale against fp16 gradient underflow (default 256; at least 1)",
+    )
     p.add_argument("--dynamic-loss-scale", action="store_true")
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument(
+        "--eval-every", type=count(1), default=50, help="validate every N steps (default 50)"
+    )
+    p.add_argument(
+        "--ckpt-every",
+        type=count(1),
+        default=100,
+        help="write ckpt_last every N steps (default 100)",
+    )
     p.add_argument(
         "--sample-tokens",
-        type=int,
+        type=count(0),
         default=60,
         help="tokens to generate after training (0 to skip)",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=byte_size,
+        metavar="SIZE",
+        help="refuse to start when the run's estimated memory exceeds SIZE (e.g. 8G); "
+        "default: the machine's available memory",
     )
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a bar")
     p.set_defaults(handler=run)
@@ -75,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     from anetrain.data.corpus import builtin_dataset
     from anetrain.data.tokens import TokenFile
+    from anetrain.memory import check_fits, training_bytes
     from anetrain.model.config import load_config
     from anetrain.train.loop import TrainConfig, Trainer, TrainError, write_json
 
@@ -83,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
     name = args.config.stem if args.config is not None else args.model
     if args.resume and args.out is None:
         raise TrainError("--resume needs --out DIR (the run folder to continue)")
+    check_fits(
+        f"training {name} ({model.n_params / 1e6:,.1f}M parameters)",
+        training_bytes(model),
+        args.max_memory,
+        hint="use a smaller --model/--config",
+    )
     out = args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.data is None:
         data_path = builtin_dataset()
@@ -105,8 +145,6 @@ def run(args: argparse.Namespace) -> int:
         backend=backend,
         chip=args.chip,
     )
-    if cfg.steps < 1 or cfg.accum < 1:
-        raise TrainError("--steps and --accum must be at least 1")
     console.print(
         f"[bold]anetrain train[/]: {name} ({model.n_params / 1e6:.2f}M params, dim "
         f"{model.dim}, {model.n_layers} layers, seq {model.seq_len}) on {backend}"
@@ -115,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = _Progress(console, cfg.steps, quiet=args.no_progress)
     trainer = Trainer(model, data, cfg, out, resume=args.resume, on_step=progress.update)
+    for note in trainer.notes:
+        console.print(f"[yellow]warning:[/] {note}")
     write_json(
         out / "config.json",
         {

@@ -188,6 +188,10 @@ def load_config(name_or_path: str | Path) -> ModelConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {e.start}); TOML files are UTF-8, re-save it as UTF-8"
+        ) from None
     if "model" in data and isinstance(data["model"], dict):
         data = data["model"]
     return from_dict(data, source=str(path))

@@ -3,8 +3,9 @@
 Tensors are stored by name (``param/wq``, ``adam_m/wq``, ``adam_v/wq``, ...) so any
 safetensors reader can open them; everything else (magic, version, full model config,
 architecture hash, step, loss-scaler, RNG and data-sampler states, best loss) is JSON in the
-safetensors metadata under the key ``anetrain``, with a CRC-32 of all tensor bytes. Writes are
-atomic (temp file, fsync, rename), so a crash never leaves a half-written checkpoint in place.
+safetensors metadata under the key ``anetrain``, with a CRC-32 over all tensor bytes and that
+metadata. Writes are atomic (temp file, fsync, rename), so a crash never leaves a half-written
+checkpoint in place, and non-finite weights are refused rather than written.
 See docs/formats.md.
 """
 
@@ -87,6 +88,11 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` atomically to ``path``."""
     from safetensors.numpy import save
 
+    if not np.isfinite(ckpt.params.flat).all():
+        raise CheckpointError(
+            f"{path}: refusing to write a checkpoint with non-finite (NaN/inf) weights; the "
+            "file already there is left as it was"
+        )
     tensors = _tensors(ckpt)
     meta = {
         "magic": MAGIC,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import signal
 import threading
@@ -26,12 +25,18 @@ import numpy as np
 
 from anetrain.data.tokens import TokenFile
 from anetrain.errors import AnetrainError
-from anetrain.fsutil import atomic_write
+from anetrain.fsutil import atomic_write, atomic_writer, remove_stale_temps
 from anetrain.mil.types import FP16, FP32
 from anetrain.model import reference
 from anetrain.model.config import ModelConfig
 from anetrain.model.params import Params, init_params
-from anetrain.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from anetrain.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from anetrain.train.optim import AdamW, AdamWConfig, clip_by_global_norm
 from anetrain.train.pipeline import DynamicPipeline, used_token_ids
 from anetrain.train.scaler import LossScaler
@@ -39,6 +44,9 @@ from anetrain.train.schedule import CosineSchedule
 
 LAST = "ckpt_last.safetensors"
 BEST = "ckpt_best.safetensors"
+# Consecutive steps with non-finite gradients or loss after which the run stops: the dynamic
+# scaler has backed off to its floor long before, so the model itself has diverged.
+MAX_BAD_STEPS = 25
 
 
 class TrainError(AnetrainError):
@@ -63,6 +71,24 @@ class TrainConfig:
     backend: str = "sim"
     chip: str | None = None
     fp16: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse values that would train silently wrong (NaN lr, zero intervals, ...)."""
+        positive = {"steps": self.steps, "accum": self.accum, "eval_every": self.eval_every}
+        positive |= {"ckpt_every": self.ckpt_every, "eval_windows": self.eval_windows}
+        for name, value in positive.items():
+            if value < 1:
+                raise TrainError(f"{name} must be at least 1, got {value}")
+        if self.warmup < 0:
+            raise TrainError(f"warmup must be at least 0, got {self.warmup}")
+        for name in ("lr", "loss_scale", "clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise TrainError(f"{name} must be a positive finite number, got {value}")
+        for name in ("weight_decay", "min_lr_ratio"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise TrainError(f"{name} must be a finite number >= 0, got {value}")
 
 
 @dataclass
@@ -119,6 +145,8 @@ class Trainer:
         self.step = 0
         self.best_loss = math.inf
         self.history: list[float] = []
+        self.notes: list[str] = []  # warnings for the user (e.g. a resume that changes --steps)
+        self.bad_steps = 0  # consecutive steps with non-finite gradients or loss
         if resume:
             self._resume()
         used = used_token_ids(np.asarray(data.tokens), model.vocab_size)
@@ -135,14 +163,10 @@ class Trainer:
         self.train_s = 0.0
         self.kernel_ms = 0.0
         self.out.mkdir(parents=True, exist_ok=True)  # only once the kernels compiled
+        remove_stale_temps(self.out)  # left by a run killed during an atomic write
         metrics = self.out / "metrics.jsonl"
-        if resume and metrics.exists():  # drop records written after the checkpoint
-            kept = [
-                line
-                for line in metrics.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= self.step
-            ]
-            atomic_write(metrics, "".join(line + "\n" for line in kept).encode())
+        if resume and metrics.exists():
+            atomic_write(metrics, _metrics_upto(metrics, self.step).encode())
         self._metrics = metrics.open("a" if resume else "w")
 
     # ---- state ----------------------------------------------------------------------------
@@ -151,7 +175,19 @@ class Trainer:
         path = self.out / LAST
         if not path.exists():
             raise TrainError(f"--resume: no checkpoint at {path}; start without --resume")
+        step = read_metadata(path)["step"]
+        if step >= self.cfg.steps:
+            raise TrainError(
+                f"{path}: already at step {step} of {self.cfg.steps}; raise --steps to train "
+                "further (it is the run's total, not steps to add)"
+            )
         ckpt = load_checkpoint(path, expect=self.model)
+        before = ckpt.extra.get("train", {}).get("steps")
+        if isinstance(before, int) and before != self.cfg.steps:
+            self.notes.append(
+                f"--steps {self.cfg.steps} differs from the {before} this run started with: the "
+                "learning-rate schedule is laid out over the new total from here on"
+            )
         self.params.flat[...] = ckpt.params.flat
         if ckpt.adam_m is None or ckpt.adam_v is None:
             raise TrainError(f"{path}: has no optimizer state, cannot resume training from it")
@@ -192,9 +228,14 @@ class Trainer:
             improved = False
         path = save_checkpoint(self.out / LAST, self.checkpoint())
         if improved:
-            tmp = self.out / f".{BEST}.tmp"
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, self.out / BEST)
+            try:
+                with path.open("rb") as src, atomic_writer(self.out / BEST) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except OSError as err:
+                raise CheckpointError(
+                    f"{self.out / BEST}: cannot write the best checkpoint "
+                    f"({err.strerror or err}); {path} is intact"
+                ) from err
 
     # ---- training -------------------------------------------------------------------------
 
@@ -213,12 +254,19 @@ class Trainer:
             )
         loss /= cfg.accum
         self.pipeline.wait()
-        finite = bool(np.isfinite(self.grads.flat).all())
+        finite = math.isfinite(loss) and bool(np.isfinite(self.grads.flat).all())
         norm = clip_by_global_norm(self.grads.flat, cfg.clip) if finite else math.inf
         apply = self.scaler.update(finite)
         if apply:
             self.adam.step(self.params.flat, self.grads.flat, lr)
+            if not np.isfinite(self.params.flat).all():
+                raise TrainError(
+                    f"step {self.step + 1} made the weights non-finite (lr {lr:.3g}); nothing "
+                    f"was saved, {self.out / LAST} holds the last good checkpoint: lower --lr "
+                    "and resume"
+                )
             self.pipeline.stage_weights(self.params)
+        self.bad_steps = 0 if finite else self.bad_steps + 1
         elapsed = time.perf_counter() - start
         phases = self.pipeline.timer.take()
         self.train_s += elapsed
@@ -230,32 +278,50 @@ class Trainer:
         )
 
     def validate(self) -> float:
-        """Mean loss over the first ``eval_windows`` validation windows (NumPy reference)."""
+        """Mean loss over the first ``eval_windows`` validation windows, over the compacted
+        vocabulary the training loss uses (see :meth:`val_losses`)."""
+        return self.val_losses()[0]
+
+    def val_losses(self) -> tuple[float, float]:
+        """(compacted, full-vocabulary) mean validation loss, by the NumPy reference.
+
+        Training's softmax runs over the token ids the data uses (the compacted vocabulary),
+        so its loss is lower than a trainer's over the whole vocabulary would be; the second
+        number is over all ``vocab_size`` logits and compares with other trainers.
+        """
         vocab = self.pipeline.vocab  # the same compacted softmax as training
-        losses = []
+        compact, full = [], []
         for w in self.data.sequential_windows(
             "val", self.model.seq_len, max_windows=self.cfg.eval_windows
         ):
-            logits, _, _ = reference.forward(self.params, w.inputs[None])
-            sub = logits[0][:, vocab.ids].astype(np.float64)  # [S, CV]
-            picked = sub[np.arange(len(w.targets)), vocab.compact(w.targets)]
-            top = sub.max(axis=1)
-            lse = top + np.log(np.exp(sub - top[:, None]).sum(axis=1))
-            losses.append(float(np.mean(lse - picked)))
-        return float(np.mean(losses)) if losses else math.nan
+            logits, _, _ = reference.forward(self.params, w.inputs[None])  # [1,S,V]
+            logits = logits.astype(np.float64)
+            sub = logits[:, :, vocab.ids]  # [1,S,CV]
+            compact.append(reference.crossentropy_forward(sub, vocab.compact(w.targets)[None])[0])
+            full.append(reference.crossentropy_forward(logits, w.targets[None])[0])
+        if not compact:
+            return math.nan, math.nan
+        return float(np.mean(compact)), float(np.mean(full))
 
     def log(self, record: dict[str, Any]) -> None:
         self._metrics.write(json.dumps(finite_or_none(record)) + "\n")
-        self._metrics.flush()
+        self._metrics.flush()  # a torn line (disk full, kill) is dropped on resume
 
     def run(self) -> dict[str, Any]:
         """Train to ``steps``. Ctrl-C stops after the current step, with a checkpoint saved
         (a second Ctrl-C aborts at once)."""
         wall_start = time.perf_counter()
         first_loss = None
-        with _stop_on_interrupt() as stop:
+        with _stop_on_interrupt() as stop, self._stopping_cleanly():
             while self.step < self.cfg.steps and not stop.requested:
                 record = self.train_step()
+                if self.bad_steps >= MAX_BAD_STEPS:
+                    raise TrainError(
+                        f"{self.bad_steps} steps in a row gave non-finite gradients or loss "
+                        f"(loss scale {self.scaler.scale:g}): training diverged at step "
+                        f"{self.step}; {self.out / LAST} holds the last good checkpoint: lower "
+                        "--lr (or --loss-scale) and resume"
+                    )
                 first_loss = record.loss if first_loss is None else first_loss
                 self.history.append(record.loss)
                 self.log(record.to_json())
@@ -263,14 +329,14 @@ class Trainer:
                     self.on_step(record)
                 val = None
                 if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps:
-                    val = self.validate()
-                    self.log({"type": "val", "step": self.step, "val_loss": val})
+                    val, full = self.val_losses()
+                    self.log(
+                        {"type": "val", "step": self.step, "val_loss": val, "val_loss_full": full}
+                    )
                 improved = val is not None and val < self.best_loss
                 due = self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps
                 if due or improved or stop.requested:
                     self.save(val)
-        self._metrics.close()
-        self.pipeline.close()
         summary = self.summary(time.perf_counter() - wall_start, first_loss)
         summary["interrupted"] = stop.requested
         return summary
@@ -314,6 +380,37 @@ class Trainer:
             "backend": self.pipeline.backend.name,
             "kernels_compiled": len(self.pipeline.kernels),
         }
+
+    @contextlib.contextmanager
+    def _stopping_cleanly(self) -> Iterator[None]:
+        """Close the metrics file and kernels however the loop ends; turn a file-system error
+        into one line that says the last checkpoint is intact and how to continue."""
+        try:
+            yield
+        except OSError as err:
+            raise TrainError(
+                f"{err.filename or self.out}: {err.strerror or err} at step {self.step}; the last "
+                f"checkpoint {self.out / LAST} is intact: fix the cause (free space, permissions) "
+                "and continue with --resume"
+            ) from err
+        finally:
+            with contextlib.suppress(OSError):  # a full disk can refuse the final flush too
+                self._metrics.close()
+            self.pipeline.close()
+
+
+def _metrics_upto(path: Path, step: int) -> str:
+    """metrics.jsonl's records up to ``step`` (those after the checkpoint are redone); a torn
+    or unreadable line (a disk that filled, a kill mid-write) is dropped."""
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    return "".join(kept)
 
 
 def write_json(path: Path, obj: Any) -> None:

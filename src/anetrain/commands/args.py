@@ -1,0 +1,130 @@
+"""Argument types shared by the subcommands: every value is checked when the line is parsed.
+
+A bad value ends in one line naming the option, the value and what is allowed, before any
+work starts (argparse reports an ``ArgumentTypeError`` as ``argument --lr: ...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeding range; larger seeds are refused by NumPy
+
+
+def count(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """An integer in ``[minimum, maximum]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def number(
+    minimum: float | None = None,
+    *,
+    above: float | None = None,
+    maximum: float | None = None,
+) -> Callable[[str], float]:
+    """A finite float, at least ``minimum`` / strictly above ``above`` / at most ``maximum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {value:g}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"must be greater than {above:g}, got {value:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {value:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+seed = count(0, SEED_MAX)
+seed.__name__ = "seed"
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def byte_size(text: str) -> int:
+    """``512M``, ``8G``, ``1.5GiB``, ``1000000``: a positive number of bytes (binary units)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512M or 8G, got {text!r}")
+    value = float(match.group(1)) * _UNITS[match.group(2)]
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a positive size, got {text!r}")
+    return int(value)
+
+
+byte_size.__name__ = "size"
+
+
+def output_path(text: str) -> Path:
+    """A path we will write to; it must not be an existing folder."""
+    path = Path(text)
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path")
+    return path
+
+
+output_path.__name__ = "path"
+
+
+def output_folder(text: str) -> Path:
+    """A folder we will create or write into: not a file, and no file in the way."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
+    path = Path(text)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is a file" if part == path else f"is inside {part}, which is a file"
+                raise argparse.ArgumentTypeError(f"{text} {what}; give a folder path")
+            break
+    return path
+
+
+output_folder.__name__ = "folder"
+
+
+def input_file(text: str) -> Path:
+    """An existing regular file."""
+    path = Path(text)
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file")
+    return path
+
+
+input_file.__name__ = "file"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``anetrain train: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

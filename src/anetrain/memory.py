@@ -1,0 +1,94 @@
+"""Memory estimates made before allocating, and the refusal when they do not fit.
+
+A model config or MIL program whose sizes cannot fit would otherwise end in NumPy's
+``MemoryError`` (or the kernel's OOM killer) deep inside an allocation. The estimates are
+lower bounds of the large buffers, so a refusal is never wrong; a run that passes can still
+need somewhat more (Python objects, the allocator's slack).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from anetrain.errors import AnetrainError
+
+if TYPE_CHECKING:
+    from anetrain.mil.ir import Program
+    from anetrain.model.config import ModelConfig
+
+FP32 = 4
+FP16 = 2
+
+
+class MemoryLimitError(AnetrainError):
+    """The work would need more memory than the machine has (or than --max-memory allows)."""
+
+
+def available_bytes() -> int | None:
+    """Memory the machine can give us now: Linux MemAvailable, else physical memory."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def training_bytes(model: ModelConfig) -> int:
+    """Training state: weights, gradients and both Adam moments in fp32 (one flat buffer
+    each), the checkpoint being serialised (weights and moments, plus its bytes), the fp16
+    weights staged into the kernels, and one window's activations and logits."""
+    p = model.n_params
+    state = 4 * p * FP32
+    checkpoint = 2 * 3 * p * FP32
+    staged = p * FP16
+    s = model.seq_len
+    activations = model.n_layers * s * (8 * model.dim + 3 * model.hidden_dim) * FP32
+    logits = 3 * s * model.vocab_size * FP32
+    return state + checkpoint + staged + activations + logits
+
+
+def inference_bytes(model: ModelConfig) -> int:
+    """Sampling: fp32 weights, the KV cache over seq_len and one row of logits."""
+    kv = 2 * model.n_layers * model.seq_len * model.n_kv_heads * model.head_dim * FP32
+    return model.n_params * FP32 + kv + 2 * model.vocab_size * FP32
+
+
+def program_bytes(program: Program) -> int:
+    """Every value a program defines held at once (inputs, constants, each op's outputs),
+    as the simulator keeps them, plus its weight literals."""
+    fn = program.main
+    total = sum(v.type.nbytes for v in fn.inputs)
+    for op in fn.operations:
+        total += sum(v.type.nbytes for v in op.outputs)
+        total += sum(lit.type.nbytes for lit in op.attributes.values() if not lit.type.is_scalar)
+    return total
+
+
+def check_fits(what: str, need: int, limit: int | None = None, *, hint: str = "") -> None:
+    """Refuse ``need`` bytes above ``limit`` (``--max-memory``) or the machine's memory."""
+    have = available_bytes()
+    if limit is not None and need > limit:
+        raise MemoryLimitError(
+            f"{what} needs about {format_bytes(need)}, above --max-memory "
+            f"{format_bytes(limit)}; {hint or 'use a smaller model'} or raise --max-memory"
+        )
+    if limit is None and have is not None and need > have:
+        raise MemoryLimitError(
+            f"{what} needs about {format_bytes(need)} but this machine has "
+            f"{format_bytes(have)} available; {hint or 'use a smaller model'} or free memory"
+        )
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(n) < 1024 or unit == "EiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")

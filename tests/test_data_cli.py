@@ -153,9 +153,14 @@ def test_info_and_builtin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "first at token 1, id 600" in capsys.readouterr().err
 
 
-def test_bare_data_command_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run("data") == 2
-    assert "download" in capsys.readouterr().err
+def test_bare_data_command_names_the_actions(capsys: pytest.CaptureFixture[str]) -> None:
+    from anetrain.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["data"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "download, prepare" in err
 
 
 # ---- download ----------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
-        choices = ", ".join(sorted(_commands(parser)))
+        choices = ", ".join(parser.subcommands())
         parser.error(f"no command given; choose one of {choices}")
     try:
         return int(handler(args) or 0)
@@ -73,11 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
-
-
-def _commands(parser: OneLineParser) -> list[str]:
-    actions = parser._subparsers._group_actions if parser._subparsers else []
-    return [name for action in actions for name in getattr(action, "choices", None) or {}]
 
 
 def _fail(message: str) -> int:

@@ -127,4 +127,13 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``anetrain train: error: ...``), exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        choices = self.subcommands()
+        if choices and message.startswith("the following arguments are required"):
+            message += f"; choose one of {', '.join(choices)}"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def subcommands(self) -> list[str]:
+        """The names of this parser's subcommands (empty when it has none)."""
+        if self._subparsers is None:
+            return []
+        return [name for action in self._subparsers._group_actions for name in action.choices or {}]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
-
-from anetrain.commands.args import count, number
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,14 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder (train --out)")
     p.add_argument(
         "--refresh",
-        type=number(above=0),
+        type=float,
         default=1.0,
         metavar="SECONDS",
         help="seconds between redraws (default 1)",
     )
     p.add_argument(
         "--window",
-        type=count(2),
+        type=int,
         metavar="N",
         default=400,
         help="steps shown in the loss chart (default 400; a shorter run is shown whole)",
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from anetrain.dashboard.state import DashboardError, RunState
     from anetrain.dashboard.view import Options
 
-    if not args.refresh > 0:
+    if not 0 < args.refresh < math.inf:
         raise DashboardError(f"--refresh must be a positive number of seconds, got {args.refresh}")
     if args.window < 2:
         raise DashboardError(f"--window must be at least 2 steps, got {args.window}")

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description="Download, prepare and inspect token files (uint16 ids, BOS=1 per story).",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    parser.set_defaults(handler=lambda _args: _usage(parser))
 
     dl = actions.add_parser(
         "download",
@@ -83,11 +81,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     info.add_argument("--vocab-size", type=count(1), default=None, help="check ids against this")
     info.set_defaults(handler=_info)
     return parser
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def _download(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import math
 import os
 import struct
 import sys
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anetrain.commands.args import byte_size, count, number, seed
+from anetrain.commands.args import byte_size, seed
 from anetrain.errors import AnetrainError
 
 LAST = "ckpt_last.safetensors"
@@ -55,24 +56,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-tokens",
-        type=count(1),
+        type=int,
         metavar="N",
         default=256,
         help="new tokens to generate (default 256; capped by the model's seq_len)",
     )
     p.add_argument(
         "--temperature",
-        type=number(minimum=0),
+        type=float,
         default=0.8,
         metavar="T",
         help="0 = greedy (default 0.8)",
     )
     p.add_argument(
-        "--top-k", type=count(1), metavar="K", help="sample from the k most likely tokens only"
+        "--top-k", type=int, metavar="K", help="sample from the k most likely tokens only"
     )
     p.add_argument(
         "--top-p",
-        type=number(above=0, maximum=1),
+        type=float,
         metavar="P",
         help="sample from the smallest set with this probability mass",
     )
@@ -229,7 +230,7 @@ def _run_tokenizer(run_dir: Path) -> str | None:
 def _check_args(args: argparse.Namespace) -> None:
     if args.max_tokens < 1:
         raise GenerateError(f"--max-tokens must be at least 1, got {args.max_tokens}")
-    if args.temperature < 0:
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise GenerateError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         raise GenerateError(f"--top-k must be at least 1, got {args.top_k}")

@@ -48,6 +48,12 @@ def tokenize(text: str) -> list[Token]:
             raise MILSyntaxError(f"unexpected character {text[pos]!r}", line=line, col=col)
         kind = match.lastgroup or ""
         value = match.group()
+        if kind == "number" and len(value) > MAX_NUMBER_CHARS:
+            raise MILSyntaxError(
+                f"number of {len(value)} characters (at most {MAX_NUMBER_CHARS})",
+                line=line,
+                col=col,
+            )
         if kind != "ws":
             tokens.append(Token(kind, value, line, col))
         newlines = value.count("\n")
@@ -60,6 +66,11 @@ def tokenize(text: str) -> list[Token]:
 
 
 _SCALAR_DTYPES = {d.value: d for d in DType}
+# Limits that keep hostile text from reaching Python's own limits (int digits, recursion) or
+# allocating absurd arrays; real programs are far below all three.
+MAX_NUMBER_CHARS = 400  # a float64 needs at most 17 significant digits; uint64 has 20
+MAX_LIST_DEPTH = 16  # nested [...] literal lists (one per tensor dimension)
+MAX_TENSOR_BYTES = 2**40  # 1 TiB: no tensor of a real program, and far below int64 overflow
 
 
 class _Parser:
@@ -188,9 +199,12 @@ class _Parser:
                 dims.append(int(self.next().text))
                 if not self.at("]"):
                     self.expect(",")
-            self.expect("]")
+            close = self.expect("]")
             self.expect(">")
-            return TensorType(dtype, tuple(dims))
+            t = TensorType(dtype, tuple(dims))
+            if t.numel * max(dtype.itemsize, 1) > MAX_TENSOR_BYTES:
+                raise self.error(f"{t} is larger than {MAX_TENSOR_BYTES >> 40} TiB", close)
+            return t
         return TensorType(self.dtype(), ())
 
     def function(self) -> Function:
@@ -286,6 +300,12 @@ class _Parser:
             inferred = infer_type(op_tok.text, args, self.opset)
         except MILTypeError as err:
             raise self.type_error(err.message, op_tok) from None
+        except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as err:
+            # an argument of the wrong kind (a tensor where a scalar belongs, a string where
+            # numbers do) that the op's rules did not anticipate: still the text's fault
+            raise self.type_error(
+                f"{op_tok.text}: arguments of the wrong kind or value ({err})", op_tok
+            ) from None
         if inferred != declared:
             raise self.type_error(
                 f"'{out_tok.text}' is declared {declared} but {op_tok.text} produces {inferred}",
@@ -297,14 +317,15 @@ class _Parser:
         scope[out.name] = out
         return op
 
-    def arg(self, scope: dict[str, Var]) -> Arg:
+    def arg(self, scope: dict[str, Var], nested: bool = False) -> Arg:
         if self.at("("):
+            if nested:
+                raise self.error("nested tuples are not allowed")
             self.next()
             items: list[Var | Literal] = []
             while not self.at(")"):
-                item = self.arg(scope)
-                if isinstance(item, tuple):
-                    raise self.error("nested tuples are not allowed")
+                item = self.arg(scope, nested=True)
+                assert not isinstance(item, tuple)
                 items.append(item)
                 if not self.at(")"):
                     self.expect(",")
@@ -362,16 +383,24 @@ class _Parser:
         if set(fields) != {"path", "offset"}:
             raise self.error("BLOBFILE needs exactly 'path' and 'offset'", close)
         path, offset = fields["path"].data, fields["offset"].data
-        if not isinstance(path, str) or not isinstance(offset, np.ndarray):
+        if (
+            not isinstance(path, str)
+            or not isinstance(offset, np.ndarray)
+            or offset.size != 1
+            or offset.dtype.kind not in "iu"
+            or int(offset) < 0
+        ):
             raise self.error("BLOBFILE path must be a string and offset an integer", close)
         return Literal(t, BlobRef(path, int(offset)))
 
-    def flat_list(self) -> list[Token]:
-        self.expect("[")
+    def flat_list(self, depth: int = 1) -> list[Token]:
+        start = self.expect("[")
+        if depth > MAX_LIST_DEPTH:
+            raise self.error(f"list literal nested deeper than {MAX_LIST_DEPTH} levels", start)
         values: list[Token] = []
         while not self.at("]"):
             if self.at("["):
-                values += self.flat_list()
+                values += self.flat_list(depth + 1)
             else:
                 values.append(self.scalar_token())
             if not self.at("]"):
@@ -396,7 +425,14 @@ class _Parser:
             elif text in ("true", "false"):
                 raise self.type_error(f"{dtype} literal cannot be {text}", tok)
             elif dtype.is_float:
-                out.append(float.fromhex(text) if "0x" in text.lower() else float(text))
+                try:
+                    out.append(float.fromhex(text) if "0x" in text.lower() else float(text))
+                except (ValueError, OverflowError):
+                    raise self.type_error(
+                        f"{text!r} is not a {dtype} value (a hex float needs digits and an "
+                        "exponent in range, e.g. 0x1.8p-3)",
+                        tok,
+                    ) from None
             else:
                 if not re.fullmatch(r"[-+]?\d+", text):
                     raise self.type_error(f"{dtype} literal needs an integer, found {text}", tok)

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from anetrain.errors import WeightFileError
+from anetrain.errors import MILTypeError, WeightFileError
 from anetrain.mil.blob import BlobFile, read_blob_file
 from anetrain.mil.dialect import OPSET_ORDER, dialect_for_version, get_dialect, opset_at_least
-from anetrain.mil.ir import BlobRef, Operation, Program
+from anetrain.mil.ir import BlobRef, Function, Operation, Program
 from anetrain.mil.ops import get_spec
 from anetrain.mil.types import TensorType
 
@@ -68,6 +68,7 @@ def validate_program(
                     "or re-print with --target",
                 )
             )
+        issues += _shape_and_attribute_issues(fn)
         seen: dict[str, Operation] = {}
         for op in fn.operations:
             spec = get_spec(op.op_type)
@@ -92,6 +93,51 @@ def validate_program(
             if var.name not in used:
                 issues.append(Issue("warning", f"input '{var.name}' is never used"))
     return issues
+
+
+def _shape_and_attribute_issues(fn: Function) -> list[Issue]:
+    """Zero-size dimensions (no op computes on an empty tensor; the simulator and the ANE
+    compiler fail on them far from the cause) and attribute keys the op does not take (only
+    ``name`` outside the constexpr ops, whose parameters live in the attribute block)."""
+    issues = []
+    for var in fn.inputs:
+        if 0 in var.type.shape:
+            issues.append(
+                Issue("error", f"input '{var.name}' is {var.type}: a zero-size dimension")
+            )
+    for op in fn.operations:
+        spec = get_spec(op.op_type)
+        allowed = {"name"} | ({p.name for p in spec.params} if spec.attributes_only else set())
+        for key in op.attributes:
+            if key not in allowed:
+                issues.append(
+                    Issue(
+                        "error",
+                        f"op '{op.name}' ({op.op_type}) has an unknown attribute '{key}' "
+                        f"(allowed: {', '.join(sorted(allowed))})",
+                        **_at(op),
+                    )
+                )
+        typed = [(f"output '{v.name}'", v.type) for v in op.outputs]
+        typed += [(f"attribute '{k}'", lit.type) for k, lit in op.attributes.items()]
+        for what, t in typed:
+            if 0 in t.shape:
+                issues.append(
+                    Issue(
+                        "error",
+                        f"op '{op.name}' ({op.op_type}): {what} is {t}, a zero-size dimension",
+                        **_at(op),
+                    )
+                )
+    return issues
+
+
+def check_structure(program: Program) -> None:
+    """Raise :class:`MILTypeError` for the first zero-size dimension or unknown attribute
+    (the compile path calls this: such programs are refused before any backend sees them)."""
+    for fn in program.functions.values():
+        for issue in _shape_and_attribute_issues(fn):
+            raise MILTypeError(issue.message, line=issue.line, col=issue.col)
 
 
 def _check_blob(

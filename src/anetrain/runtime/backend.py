@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from anetrain.memory import check_fits, program_bytes
 from anetrain.mil.ir import Program
 from anetrain.mil.parser import parse_program
 from anetrain.mil.printer import print_program
+from anetrain.mil.validate import check_structure
 from anetrain.runtime import budget
 from anetrain.runtime.chips import ChipProfile, get_chip
 from anetrain.runtime.errors import WeightsError
@@ -82,12 +84,14 @@ class Backend(ABC):
             text, prog = print_program(program), program
         else:
             raise TypeError(f"compile() needs MIL text or a Program, got {type(program).__name__}")
+        check_structure(prog)  # zero-size dimensions, unknown attributes
         # the same chip-profile preflight for every backend, so a program the chip cannot run
         # fails here with our message rather than in the ANE compiler (imported here: the
         # check lives beside the simulator, which imports this module)
         from anetrain.runtime.sim.validate import validate_program
 
         validate_program(prog, self.chip, self.supported_ops())
+        check_fits(f"program '{name or prog.main.name}'", program_bytes(prog))
         snapshot = snapshot_weights(weights)
         check_weight_keys(prog, snapshot)
         source = CompileSource(prog, text, snapshot, name or prog.main.name, qos)

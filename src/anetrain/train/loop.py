@@ -192,8 +192,14 @@ class Trainer:
         if ckpt.adam_m is None or ckpt.adam_v is None:
             raise TrainError(f"{path}: has no optimizer state, cannot resume training from it")
         self.adam.load_state_dict({"m": ckpt.adam_m.flat, "v": ckpt.adam_v.flat, "t": ckpt.adam_t})
-        self.scaler.load_state_dict(ckpt.scaler)  # type: ignore[arg-type]
-        self.sampler.load_state_dict(ckpt.data)
+        try:
+            self.scaler.load_state_dict(ckpt.scaler)  # type: ignore[arg-type]
+            self.sampler.load_state_dict(ckpt.data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{path}: corrupt run state (loss scaler or data sampler: {err!r}); resume from "
+                "another checkpoint or start a new run"
+            ) from None
         self.step = ckpt.step
         self.best_loss = ckpt.best_loss
 

@@ -341,6 +341,7 @@ class Trainer:
                     )
                 improved = val is not None and val < self.best_loss
                 due = self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps
+                due = due and self.bad_steps == 0  # in a non-finite streak keep the last good one
                 if due or improved or stop.requested:
                     self.save(val)
         summary = self.summary(time.perf_counter() - wall_start, first_loss)

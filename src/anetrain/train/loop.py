@@ -232,7 +232,13 @@ class Trainer:
             improved = True
         else:
             improved = False
-        path = save_checkpoint(self.out / LAST, self.checkpoint())
+        try:
+            path = save_checkpoint(self.out / LAST, self.checkpoint())
+        except CheckpointError as err:
+            raise TrainError(
+                f"{err}; the checkpoint already there is intact: fix the cause and continue "
+                "with --resume"
+            ) from err
         if improved:
             try:
                 with path.open("rb") as src, atomic_writer(self.out / BEST) as dst:
@@ -240,7 +246,8 @@ class Trainer:
             except OSError as err:
                 raise CheckpointError(
                     f"{self.out / BEST}: cannot write the best checkpoint "
-                    f"({err.strerror or err}); {path} is intact"
+                    f"({err.strerror or err}); {path} is intact: fix the cause and continue "
+                    "with --resume"
                 ) from err
 
     # ---- training -------------------------------------------------------------------------

@@ -80,7 +80,7 @@ HOSTILE_TOKENS = [
     "int32(1)",
     "fp16(0x1p-24)",
     "uint64(18446744073709551615)",
-    "BLOBFILE(path = string(\"@model_path/weights/w.bin\"), offset = uint64(64))",
+    'BLOBFILE(path = string("@model_path/weights/w.bin"), offset = uint64(64))',
     "bogus_attr = int32(1)",
     "name = int32(3)",
     "x",

@@ -346,3 +346,36 @@ def test_bad_input_is_one_clear_line(
     assert "internal error" not in err, f"{case}: reported as our bug\n{err}"
     assert len(lines) == 1, f"{case}: expected one line on stderr, got\n{err}"
     assert re.match(r"anetrain[\w ]*: error: |\S+?(:\d+)*: error: ", lines[0]), lines[0]
+
+
+def test_our_bugs_keep_the_traceback_and_ask_for_a_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anetrain.commands import doctor
+
+    def broken(args: object) -> int:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(doctor, "run", broken)
+    assert main(["doctor"]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError: a bug" in err
+    assert err.strip().splitlines()[-1].startswith("anetrain: internal error")
+    assert "please report it" in err
+
+
+def test_file_system_errors_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anetrain.commands import doctor
+
+    def full(args: object) -> int:
+        raise OSError(28, "No space left on device", "/data/run/metrics.jsonl")
+
+    monkeypatch.setattr(doctor, "run", full)
+    assert main(["doctor"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "anetrain: error: /data/run/metrics.jsonl: No space left on device; free space on that "
+        "disk (or choose another --out) and run again\n"
+    )

@@ -43,6 +43,16 @@ def lines_in(path: Path) -> int:
         return 0
 
 
+def wait_for_temp(out: Path, proc: subprocess.Popen[bytes], timeout: float = 5.0) -> bool:
+    """Busy-wait (a checkpoint write takes about a millisecond) for a temp file in ``out``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with os.scandir(out) as entries:
+            if any(e.name.endswith(".tmp") for e in entries):
+                return True
+    return False
+
+
 def kill_and_resume(tmp_path: Path, kills: int, steps: int, seed: int) -> dict[str, int]:
     config = tmp_path / "m.toml"
     config.write_text(TOML)
@@ -51,7 +61,8 @@ def kill_and_resume(tmp_path: Path, kills: int, steps: int, seed: int) -> dict[s
     assert done.returncode == 0, done.stderr
     rng = random.Random(seed)
     out = tmp_path / "killed"
-    figures = {"kills": 0, "resumes": 0, "temps_left_by_kills": 0, "finished_before_kill": 0}
+    figures = {"kills": 0, "during_write": 0, "resumes": 0, "temps_left_by_kills": 0}
+    figures["finished_before_kill"] = 0
     for _ in range(kills):
         resume = (out / LAST).exists()
         proc = subprocess.Popen(
@@ -64,7 +75,10 @@ def kill_and_resume(tmp_path: Path, kills: int, steps: int, seed: int) -> dict[s
         while lines_in(out / "metrics.jsonl") < start_lines + 2 and proc.poll() is None:
             assert time.monotonic() < deadline, "training did not start"
             time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.1))
+        if figures["kills"] % 2:  # inside an atomic write: as soon as its temp file shows
+            figures["during_write"] += wait_for_temp(out, proc)
+        else:
+            time.sleep(rng.uniform(0, 0.1))
         if proc.poll() is not None:  # it finished first: start over to have something to kill
             figures["finished_before_kill"] += 1
             assert proc.returncode in (0, 1), proc.stderr.read()  # type: ignore[union-attr]
@@ -94,7 +108,7 @@ def kill_and_resume(tmp_path: Path, kills: int, steps: int, seed: int) -> dict[s
 def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
     figures = kill_and_resume(tmp_path, kills=3, steps=150, seed=1)
     print(figures)
-    assert figures["kills"] == 3, figures
+    assert figures["kills"] == 3 and figures["during_write"] >= 1, figures
 
 
 @pytest.mark.slow

@@ -17,11 +17,10 @@ import torch
 from anetrain.cli import main
 from anetrain.data.corpus import builtin_dataset
 from anetrain.data.tokens import TokenFile
-from anetrain.fsutil import remove_stale_temps
 from anetrain.model import ModelConfig, reference
 from anetrain.train import loop
 from anetrain.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from anetrain.train.loop import BEST, LAST, MAX_BAD_STEPS, TrainConfig, Trainer, TrainError
+from anetrain.train.loop import BEST, LAST, TrainConfig, Trainer, TrainError
 
 MODEL = ModelConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=512, seq_len=32)
 TOML = "dim = 32\nn_layers = 1\nn_heads = 2\nhidden_dim = 64\nvocab_size = 512\nseq_len = 32\n"
@@ -88,7 +87,7 @@ def test_a_run_that_keeps_producing_nan_stops_and_keeps_its_checkpoint(
     before = (out / LAST).read_bytes()
     trainer = Trainer(MODEL, data, cfg(steps=1000), out, resume=True)
     poison(trainer, None)
-    with pytest.raises(TrainError, match=rf"{MAX_BAD_STEPS} steps in a row .* last good"):
+    with pytest.raises(TrainError, match=rf"{loop.MAX_BAD_STEPS} steps in a row .* last good"):
         trainer.run()
     assert (out / LAST).read_bytes() == before
     assert np.isfinite(load_checkpoint(out / LAST).params.flat).all()
@@ -155,6 +154,8 @@ def test_torn_metrics_line_is_dropped_on_resume(tmp_path: Path, data: TokenFile)
 
 
 def test_stale_temp_files_of_ours_are_removed_at_start(tmp_path: Path, data: TokenFile) -> None:
+    from anetrain.fsutil import remove_stale_temps
+
     out = tmp_path / "run"
     finished(out, data, steps=2)
     ours = out / f".{LAST}.{'ab12' * 8}.tmp"

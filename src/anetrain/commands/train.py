@@ -268,10 +268,14 @@ def _report(console: Any, s: dict[str, Any], trainer: Any) -> None:
         f"{util:.3f}%{host}" if not math.isnan(util) else "n/a",
     )
     t.add_row(
-        "Loss",
+        "Loss (compacted vocab)",
         f"{s['first_loss']:.4f} -> {s['final_loss']:.4f}"
         + (f" (best val {s['best_val_loss']:.4f})" if s["best_val_loss"] else ""),
     )
+    if s.get("val_loss_full") is not None:
+        t.add_row(
+            "Val loss, full vocab", f"{s['val_loss_full']:.4f} (compares with other trainers)"
+        )
     if s.get("modeled_ane_ms_per_step"):
         t.add_row(
             f"Modeled ANE ({s['chip']})",

@@ -147,6 +147,7 @@ class Trainer:
         self.history: list[float] = []
         self.notes: list[str] = []  # warnings for the user (e.g. a resume that changes --steps)
         self.bad_steps = 0  # consecutive steps with non-finite gradients or loss
+        self.val_loss_full: float | None = None  # the last full-vocabulary validation loss
         if resume:
             self._resume()
         used = used_token_ids(np.asarray(data.tokens), model.vocab_size)
@@ -343,6 +344,7 @@ class Trainer:
                 val = None
                 if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps:
                     val, full = self.val_losses()
+                    self.val_loss_full = full
                     self.log(
                         {"type": "val", "step": self.step, "val_loss": val, "val_loss_full": full}
                     )
@@ -376,6 +378,7 @@ class Trainer:
             "first_loss": first_loss,
             "final_loss": self.history[-1] if self.history else None,
             "best_val_loss": None if math.isinf(self.best_loss) else self.best_loss,
+            "val_loss_full": self.val_loss_full,
             "skipped_steps": self.scaler.skipped,
             "wall_s": wall_s + self.compile_s,
             "compile_s": self.compile_s,

@@ -80,17 +80,18 @@ def byte_size(text: str) -> int:
 byte_size.__name__ = "size"
 
 
-def output_path(text: str) -> Path:
-    """A path we will write to; it must not be an existing folder."""
-    path = Path(text)
+def file_path(text: str) -> Path:
+    """A file to read or write: not empty and not an existing folder (whether it exists is
+    left to the reader, whose message names the fix)."""
     if not text:
         raise argparse.ArgumentTypeError("expected a file path, got an empty string")
+    path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path")
     return path
 
 
-output_path.__name__ = "path"
+file_path.__name__ = "file"
 
 
 def output_folder(text: str) -> Path:
@@ -108,19 +109,6 @@ def output_folder(text: str) -> Path:
 
 
 output_folder.__name__ = "folder"
-
-
-def input_file(text: str) -> Path:
-    """An existing regular file."""
-    path = Path(text)
-    if not text:
-        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file")
-    return path
-
-
-input_file.__name__ = "file"
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anetrain.commands.args import count, output_path, seed
+from anetrain.commands.args import count, file_path, seed
 
 if TYPE_CHECKING:  # the bench modules pull in NumPy and the runtime: import them when run
     from anetrain.bench.result import SuiteResult
@@ -26,10 +26,10 @@ Suite = Callable[["Runner", Callable[[str], None], argparse.Namespace], "SuiteRe
 
 def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--json", type=output_path, metavar="FILE", help="write results (schema: docs/bench.md)"
+        "--json", type=file_path, metavar="FILE", help="write results (schema: docs/bench.md)"
     )
     p.add_argument(
-        "--plot", type=output_path, metavar="FILE.png", help="plot results (needs matplotlib)"
+        "--plot", type=file_path, metavar="FILE.png", help="plot results (needs matplotlib)"
     )
 
 

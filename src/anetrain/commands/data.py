@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from anetrain.commands.args import count, input_file, number, output_path, seed
+from anetrain.commands.args import count, file_path, number, seed
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -49,11 +49,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "stories separated by blank lines (or one per line with --stories line); .json/.jsonl: "
         'strings or objects with a "story" field.',
     )
-    prep.add_argument("inputs", nargs="+", type=input_file, metavar="TEXT", help="input files")
+    prep.add_argument("inputs", nargs="+", type=file_path, metavar="TEXT", help="input files")
     prep.add_argument(
         "--tokenizer", default="builtin", help="tokenizer.bin path or 'builtin' (default)"
     )
-    prep.add_argument("--out", type=output_path, required=True, help="output token file (.bin)")
+    prep.add_argument("--out", type=file_path, required=True, help="output token file (.bin)")
     prep.add_argument(
         "--stories",
         choices=["blank", "line"],
@@ -72,11 +72,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     builtin.add_argument("--cache-dir", type=Path, default=None, help="where to cache it")
     builtin.add_argument("--stories", type=count(1), default=None, help="number of stories")
     builtin.add_argument("--seed", type=seed, default=None, help="generator seed")
-    builtin.add_argument("--text", type=output_path, default=None, help="also write the text here")
+    builtin.add_argument("--text", type=file_path, default=None, help="also write the text here")
     builtin.set_defaults(handler=_builtin)
 
     info = actions.add_parser("info", help="describe a token file")
-    info.add_argument("file", type=input_file, help="token file")
+    info.add_argument("file", type=file_path, help="token file")
     info.add_argument("--tokenizer", default=None, help="tokenizer.bin or 'builtin' to decode")
     info.add_argument("--vocab-size", type=count(1), default=None, help="check ids against this")
     info.set_defaults(handler=_info)

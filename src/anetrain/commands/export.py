@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from anetrain.commands.args import input_file, output_path
+from anetrain.commands.args import file_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,10 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "infers the same types, and save it as an .mlpackage (no optimisation passes). "
         "Needs coremltools (pip install coremltools).",
     )
-    coreml.add_argument("file", type=input_file, help="the .mil text file")
-    coreml.add_argument(
-        "--out", type=output_path, required=True, help="output path, NAME.mlpackage"
-    )
+    coreml.add_argument("file", type=file_path, help="the .mil text file")
+    coreml.add_argument("--out", type=file_path, required=True, help="output path, NAME.mlpackage")
     coreml.add_argument(
         "--weights",
         type=Path,

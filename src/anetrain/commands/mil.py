@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anetrain.commands.args import input_file
+from anetrain.commands.args import file_path
 from anetrain.errors import MILError
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Parse and validate a MIL program, resolve its BLOBFILE weights and print "
         "a summary. Errors print as FILE:LINE:COL: message and exit non-zero.",
     )
-    check.add_argument("file", type=input_file, help="the .mil text file")
+    check.add_argument("file", type=file_path, help="the .mil text file")
     check.add_argument(
         "--weights",
         type=Path,
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fmt = mil_sub.add_parser(
         "print", help="re-print a program in canonical form, optionally for another target"
     )
-    fmt.add_argument("file", type=input_file)
+    fmt.add_argument("file", type=file_path)
     fmt.add_argument("--target", choices=["ios18", "ios16"])
     fmt.set_defaults(handler=run_print)
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anetrain.commands.args import byte_size, count, input_file, number, output_folder, seed
+from anetrain.commands.args import byte_size, count, file_path, number, output_folder, seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="tiny",
         help="preset: tiny, stories15m, stories42m, stories110m, qwen3-0.6b",
     )
-    model.add_argument("--config", type=input_file, help="a model config TOML file")
+    model.add_argument("--config", type=file_path, help="a model config TOML file")
     p.add_argument(
         "--data",
-        type=input_file,
+        type=file_path,
         help="token file (uint16, llama2.c format); default: built-in corpus",
     )
     p.add_argument(

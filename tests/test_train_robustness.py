@@ -272,3 +272,19 @@ def test_memory_estimate_refuses_before_allocating(monkeypatch: pytest.MonkeyPat
     with pytest.raises(memory.MemoryLimitError, match=r"program 'main' needs about 4\.0 MiB"):
         compile_kernel(parse_program(text), backend="sim")
     assert loop.MAX_BAD_STEPS > 8  # room for the dynamic scaler's 8 halvings from 256 to 1
+
+
+def test_training_into_a_folder_that_holds_a_run_needs_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "m.toml"
+    config.write_text(TOML)
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(config), "--backend", "sim", "--steps", "2", "--accum", "1"]
+    argv += ["--sample-tokens", "0", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([*argv[:6], "3", *argv[7:]]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files

@@ -98,8 +98,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _resolve_backend(name: str) -> str:
+    from anetrain.runtime import BackendUnavailable, backend_status
     from anetrain.runtime.registry import resolve_backend_name
 
+    if name == "ane":  # fail before loading data, not when the kernels compile
+        ok, why = backend_status("ane")
+        if not ok:
+            raise BackendUnavailable(why)
     return resolve_backend_name(name)
 
 
@@ -110,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     from anetrain.data.tokens import TokenFile
     from anetrain.memory import check_fits, training_bytes
     from anetrain.model.config import load_config
-    from anetrain.train.loop import TrainConfig, Trainer, TrainError, write_json
+    from anetrain.runtime import get_chip
+    from anetrain.train.loop import LAST, TrainConfig, Trainer, TrainError, write_json
 
     console = Console(stderr=False)
     model = load_config(args.config if args.config is not None else args.model)
@@ -124,6 +130,14 @@ def run(args: argparse.Namespace) -> int:
         hint="use a smaller --model/--config",
     )
     out = args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not args.resume and (out / LAST).exists():
+        raise TrainError(
+            f"{out} already holds a run ({LAST}); continue it with --resume, or choose another "
+            "--out (or remove the folder) to start over"
+        )
+    backend = _resolve_backend(args.backend)  # before the data: fail fast on a missing ANE
+    if args.chip is not None:
+        get_chip(args.chip)
     if args.data is None:
         data_path = builtin_dataset()
         tokenizer_spec = args.tokenizer or "builtin"
@@ -131,7 +145,6 @@ def run(args: argparse.Namespace) -> int:
         data_path = args.data
         tokenizer_spec = args.tokenizer
     data = TokenFile(data_path, vocab_size=model.vocab_size)
-    backend = _resolve_backend(args.backend)
     cfg = TrainConfig(
         steps=args.steps,
         lr=args.lr,

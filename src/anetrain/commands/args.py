@@ -80,14 +80,25 @@ def byte_size(text: str) -> int:
 byte_size.__name__ = "size"
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The existing file (``path`` itself or a parent) that keeps ``path`` from being a folder."""
+    for part in (path, *path.parents):
+        if part.exists():
+            return None if part.is_dir() else part
+    return None
+
+
 def file_path(text: str) -> Path:
-    """A file to read or write: not empty and not an existing folder (whether it exists is
-    left to the reader, whose message names the fix)."""
+    """A file to read or write: not empty, not an existing folder, no file in the way of its
+    folder (whether it exists is left to the reader, whose message names the fix)."""
     if not text:
         raise argparse.ArgumentTypeError("expected a file path, got an empty string")
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path")
+    blocker = _file_in_the_way(path.parent)
+    if blocker is not None:
+        raise argparse.ArgumentTypeError(f"{text} is inside {blocker}, which is a file")
     return path
 
 
@@ -99,12 +110,11 @@ def output_folder(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
     path = Path(text)
-    for part in (path, *path.parents):
-        if part.exists():
-            if not part.is_dir():
-                what = "is a file" if part == path else f"is inside {part}, which is a file"
-                raise argparse.ArgumentTypeError(f"{text} {what}; give a folder path")
-            break
+    blocker = _file_in_the_way(path)
+    if blocker == path:
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a folder path")
+    if blocker is not None:
+        raise argparse.ArgumentTypeError(f"{text} is inside {blocker}, which is a file")
     return path
 
 

@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from anetrain.commands.args import count, file_path, number, seed
+from anetrain.commands.args import count, file_path, number, output_folder, seed
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -33,7 +32,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "store it as tinystories_data00.bin.",
     )
     dl.add_argument("dataset", choices=["tinystories"], help="dataset to fetch")
-    dl.add_argument("--out", type=Path, default=None, help="directory (default: the cache dir)")
+    dl.add_argument(
+        "--out", type=output_folder, default=None, help="directory (default: the cache dir)"
+    )
     dl.add_argument("--url", default=None, help="archive URL or file:// path (mirror)")
     dl.add_argument(
         "--timeout", type=number(above=0), default=30.0, help="network timeout in seconds"
@@ -69,7 +70,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description="Generate the built-in stories, tokenize them with the built-in tokenizer "
         "and cache the token file (reused when it already exists).",
     )
-    builtin.add_argument("--cache-dir", type=Path, default=None, help="where to cache it")
+    builtin.add_argument("--cache-dir", type=output_folder, default=None, help="where to cache it")
     builtin.add_argument("--stories", type=count(1), default=None, help="number of stories")
     builtin.add_argument("--seed", type=seed, default=None, help="generator seed")
     builtin.add_argument("--text", type=file_path, default=None, help="also write the text here")

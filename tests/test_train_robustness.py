@@ -288,3 +288,24 @@ def test_training_into_a_folder_that_holds_a_run_needs_resume(
     assert main([*argv[:6], "3", *argv[7:]]) == 1
     assert "already holds a run" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
+def test_generate_refuses_a_checkpoint_with_non_finite_weights(
+    tmp_path: Path,
+    data: TokenFile,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A diverged run of an older version could save NaN weights; sampling from them is
+    refused rather than printing noise."""
+    from anetrain.train import checkpoint
+
+    out = tmp_path / "run"
+    finished(out, data, steps=2)
+    ckpt = load_checkpoint(out / LAST)
+    ckpt.params.flat[:] = np.nan
+    monkeypatch.setattr(checkpoint, "refuse_non_finite", lambda path, ckpt: None)  # old writer
+    save_checkpoint(out / "nan.safetensors", ckpt)
+    monkeypatch.undo()
+    assert main(["generate", "--ckpt", str(out / "nan.safetensors"), "--tokenizer", "builtin"]) == 1
+    assert "NaN or infinity" in capsys.readouterr().err

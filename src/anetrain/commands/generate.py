@@ -271,6 +271,13 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     model = load_model(args.ckpt, find_tokenizer=args.tokenizer is None, max_memory=args.max_memory)
+    import numpy as np
+
+    if not np.isfinite(model.params.flat).all():
+        raise GenerateError(
+            f"{model.path}: the weights hold NaN or infinity (a diverged run saved them); "
+            "sample from an earlier checkpoint"
+        )
     cfg = model.config
     spec = args.tokenizer or model.tokenizer
     if spec is None:

@@ -158,6 +158,9 @@ def _check_blob(
         return [Issue("error", f"'{op.name}': {err}", **_at(op))]
     except FileNotFoundError:
         return [Issue("error", f"'{op.name}': weight file {ref.file_name!r} not found", **_at(op))]
+    except OSError as err:  # a folder where the file should be, no permission, ...
+        reason = err.strerror or err
+        return [Issue("error", f"'{op.name}': cannot read {ref.file_name!r} ({reason})", **_at(op))]
     return []
 
 

@@ -88,11 +88,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` atomically to ``path``."""
     from safetensors.numpy import save
 
-    if not np.isfinite(ckpt.params.flat).all():
-        raise CheckpointError(
-            f"{path}: refusing to write a checkpoint with non-finite (NaN/inf) weights; the "
-            "file already there is left as it was"
-        )
+    refuse_non_finite(path, ckpt)
     tensors = _tensors(ckpt)
     meta = {
         "magic": MAGIC,
@@ -116,6 +112,15 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
             f"{path}: cannot write checkpoint ({err.strerror or err}); check the folder exists "
             "and has free space"
         ) from err
+
+
+def refuse_non_finite(path: str | Path, ckpt: Checkpoint) -> None:
+    """Never write NaN/inf weights: a resume or ``generate`` would silently use them."""
+    if not np.isfinite(ckpt.params.flat).all():
+        raise CheckpointError(
+            f"{path}: refusing to write a checkpoint with non-finite (NaN/inf) weights; the "
+            "file already there is left as it was"
+        )
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

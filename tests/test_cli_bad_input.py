@@ -324,6 +324,8 @@ CASES: dict[str, object] = {
     # ---- doctor
     "doctor --chip m99": lambda f: ["doctor", "--chip", "m99"],
     "doctor --bogus": lambda f: ["doctor", "--bogus"],
+    "doctor --json folder": lambda f: ["doctor", "--json", f["folder"]],
+    "doctor --json under file": lambda f: ["doctor", "--json", f["afile"] + "/r.json"],
     # ---- top level
     "no command": lambda f: [],
     "unknown command": lambda f: ["frobnicate"],

@@ -105,6 +105,16 @@ def file_path(text: str) -> Path:
 file_path.__name__ = "file"
 
 
+def file_or_stdout(text: str) -> str:
+    """``-`` (standard output) or a :func:`file_path`, kept as the text given."""
+    if text != "-":
+        file_path(text)
+    return text
+
+
+file_or_stdout.__name__ = "file"
+
+
 def output_folder(text: str) -> Path:
     """A folder we will create or write into: not a file, and no file in the way."""
     if not text:

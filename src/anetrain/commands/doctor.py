@@ -17,6 +17,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from anetrain.commands.args import file_or_stdout
+
 LIBRARIES = ("numpy", "rich", "safetensors", "coremltools", "torch", "pyobjc-core")
 
 
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json",
         nargs="?",
         const="-",
+        type=file_or_stdout,
         metavar="FILE",
         help="print the report as one JSON object (or write it to FILE)",
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,302 +42,167 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {k: str(root / k) for k in [p.name for p in root.iterdir()]} | {"root": str(root)}
 
 
-def _train(f: dict[str, str], *extra: str) -> list[str]:
-    out = str(Path(f["root"]) / "trainout")
-    return [
-        "train", "--config", f["m.toml"], "--data", f["tok.bin"], "--steps", "2",
-        "--accum", "1", "--sample-tokens", "0", "--no-progress", "--backend", "sim",
-        "--out", out, *extra,
-    ]  # fmt: skip
+TRAIN = (
+    "train --config {m.toml} --data {tok.bin} --steps 2 --accum 1 --sample-tokens 0 "
+    "--no-progress --backend sim --out {root}/trainout"
+)
 
-
-CASES: dict[str, object] = {
-    # ---- train: option values
-    "train --lr nan": lambda f: _train(f, "--lr", "nan"),
-    "train --lr inf": lambda f: _train(f, "--lr", "inf"),
-    "train --lr -1": lambda f: _train(f, "--lr", "-1"),
-    "train --lr 0": lambda f: _train(f, "--lr", "0"),
-    "train --lr word": lambda f: _train(f, "--lr", "fast"),
-    "train --steps 0": lambda f: _train(f, "--steps", "0"),
-    "train --steps -5": lambda f: _train(f, "--steps", "-5"),
-    "train --steps 1.5": lambda f: _train(f, "--steps", "1.5"),
-    "train --accum 0": lambda f: _train(f, "--accum", "0"),
-    "train --warmup -1": lambda f: _train(f, "--warmup", "-1"),
-    "train --eval-every 0": lambda f: _train(f, "--eval-every", "0"),
-    "train --eval-every -3": lambda f: _train(f, "--eval-every", "-3"),
-    "train --ckpt-every 0": lambda f: _train(f, "--ckpt-every", "0"),
-    "train --loss-scale nan": lambda f: _train(f, "--loss-scale", "nan"),
-    "train --loss-scale 0": lambda f: _train(f, "--loss-scale", "0"),
-    "train --loss-scale -256": lambda f: _train(f, "--loss-scale", "-256"),
-    "train --loss-scale inf": lambda f: _train(f, "--loss-scale", "inf"),
-    "train --seed -1": lambda f: _train(f, "--seed", "-1"),
-    "train --seed 2**40": lambda f: _train(f, "--seed", str(2**40)),
-    "train --sample-tokens -1": lambda f: _train(f, "--sample-tokens", "-1"),
-    "train --max-memory 0": lambda f: _train(f, "--max-memory", "0"),
-    "train --max-memory junk": lambda f: _train(f, "--max-memory", "lots"),
-    "train --max-memory 1K": lambda f: _train(f, "--max-memory", "1K"),
-    "train --backend gpu": lambda f: _train(f, "--backend", "gpu"),
-    "train --chip m99": lambda f: _train(f, "--chip", "m99"),
-    "train --backend ane": lambda f: _train(f, "--backend", "ane"),
-    "train --unknown": lambda f: _train(f, "--frobnicate"),
-    # ---- train: files
-    "train --model nosuch": lambda f: ["train", "--model", "nosuch"],
-    "train --config missing": lambda f: ["train", "--config", f["root"] + "/nope.toml"],
-    "train --config folder": lambda f: ["train", "--config", f["folder"]],
-    "train --config latin1": lambda f: ["train", "--config", f["latin1.toml"]],
-    "train --config bad toml": lambda f: ["train", "--config", f["bad.toml"]],
-    "train --config huge": lambda f: _train(f, "--config", f["huge.toml"]),
-    "train --data folder": lambda f: _train(f, "--data", f["folder"]),
-    "train --data missing": lambda f: _train(f, "--data", f["root"] + "/nope.bin"),
-    "train --data odd size": lambda f: _train(f, "--data", f["odd.bin"]),
-    "train --data empty": lambda f: _train(f, "--data", f["empty.bin"]),
-    "train --data ids>vocab": lambda f: _train(f, "--data", f["big_ids.bin"]),
-    "train --tokenizer missing": lambda f: _train(
-        f, "--tokenizer", f["root"] + "/nope.bin", "--sample-tokens", "5"
+# (case, command line): {name} is a file of the fixture below, TRAIN a valid training command
+CASES = [
+    ("train --lr nan", "TRAIN --lr nan"),
+    ("train --lr inf", "TRAIN --lr inf"),
+    ("train --lr -1", "TRAIN --lr -1"),
+    ("train --lr 0", "TRAIN --lr 0"),
+    ("train --lr word", "TRAIN --lr fast"),
+    ("train --steps 0", "TRAIN --steps 0"),
+    ("train --steps -5", "TRAIN --steps -5"),
+    ("train --steps 1.5", "TRAIN --steps 1.5"),
+    ("train --accum 0", "TRAIN --accum 0"),
+    ("train --warmup -1", "TRAIN --warmup -1"),
+    ("train --eval-every 0", "TRAIN --eval-every 0"),
+    ("train --eval-every -3", "TRAIN --eval-every -3"),
+    ("train --ckpt-every 0", "TRAIN --ckpt-every 0"),
+    ("train --loss-scale nan", "TRAIN --loss-scale nan"),
+    ("train --loss-scale 0", "TRAIN --loss-scale 0"),
+    ("train --loss-scale -256", "TRAIN --loss-scale -256"),
+    ("train --loss-scale inf", "TRAIN --loss-scale inf"),
+    ("train --seed -1", "TRAIN --seed -1"),
+    ("train --seed 2**40", "TRAIN --seed 1099511627776"),
+    ("train --sample-tokens -1", "TRAIN --sample-tokens -1"),
+    ("train --max-memory 0", "TRAIN --max-memory 0"),
+    ("train --max-memory junk", "TRAIN --max-memory lots"),
+    ("train --max-memory 1K", "TRAIN --max-memory 1K"),
+    ("train --backend gpu", "TRAIN --backend gpu"),
+    ("train --chip m99", "TRAIN --chip m99"),
+    ("train --backend ane", "TRAIN --backend ane"),
+    ("train --unknown", "TRAIN --frobnicate"),
+    ("train --model nosuch", "train --model nosuch"),
+    ("train --config missing", "train --config {root}/nope.toml"),
+    ("train --config folder", "train --config {folder}"),
+    ("train --config latin1", "train --config {latin1.toml}"),
+    ("train --config bad toml", "train --config {bad.toml}"),
+    ("train --config huge", "TRAIN --config {huge.toml}"),
+    ("train --data folder", "TRAIN --data {folder}"),
+    ("train --data missing", "TRAIN --data {root}/nope.bin"),
+    ("train --data odd size", "TRAIN --data {odd.bin}"),
+    ("train --data empty", "TRAIN --data {empty.bin}"),
+    ("train --data ids>vocab", "TRAIN --data {big_ids.bin}"),
+    ("train --tokenizer missing", "TRAIN --tokenizer {root}/nope.bin --sample-tokens 5"),
+    ("train --out is a file", "TRAIN --out {afile}"),
+    ("train --out under a file", "TRAIN --out {afile}/run"),
+    ("train --resume without --out", "train --config {m.toml} --resume"),
+    ("train --resume empty folder", "TRAIN --out {run} --resume"),
+    ("generate no --ckpt", "generate"),
+    ("generate --ckpt missing", "generate --ckpt {root}/nope"),
+    ("generate --ckpt garbage", "generate --ckpt {garbage.safetensors}"),
+    ("generate --ckpt empty folder", "generate --ckpt {folder}"),
+    ("generate --ckpt odd file", "generate --ckpt {odd.bin}"),
+    ("generate --max-tokens -1", "generate --ckpt {folder} --max-tokens -1"),
+    ("generate --temperature nan", "generate --ckpt {folder} --temperature nan"),
+    ("generate --temperature -1", "generate --ckpt {folder} --temperature -1"),
+    ("generate --top-k 0", "generate --ckpt {folder} --top-k 0"),
+    ("generate --top-p 1.5", "generate --ckpt {folder} --top-p 1.5"),
+    ("generate --top-p 0", "generate --ckpt {folder} --top-p 0"),
+    ("generate --top-p nan", "generate --ckpt {folder} --top-p nan"),
+    ("generate --seed -1", "generate --ckpt {folder} --seed -1"),
+    ("generate --max-memory 1K", "generate --ckpt {folder} --max-memory x"),
+    ("dashboard missing", "dashboard {root}/nope --once"),
+    ("dashboard a file", "dashboard {afile} --once"),
+    ("dashboard empty folder", "dashboard {folder} --once"),
+    ("dashboard --refresh 0", "dashboard {folder} --refresh 0"),
+    ("dashboard --refresh nan", "dashboard {folder} --refresh nan"),
+    ("dashboard --refresh inf", "dashboard {folder} --refresh inf"),
+    ("dashboard --window 1", "dashboard {folder} --window 1"),
+    ("bench no program", "bench"),
+    ("bench nosuch", "bench nosuch"),
+    ("bench peak --iters 0", "bench peak --iters 0"),
+    ("bench peak --warmup -1", "bench peak --warmup -1"),
+    ("bench peak --chip m99", "bench peak --backend sim --chip m99"),
+    ("bench peak --backend ane", "bench peak --backend ane"),
+    ("bench peak --seed -1", "bench peak --seed -1 --model-only"),
+    ("bench peak --json folder", "bench peak --model-only --json {folder}"),
+    ("bench peak --json under file", "bench peak --model-only --json {afile}/x.json"),
+    ("bench train --model nosuch", "bench train --model nosuch"),
+    ("bench train --chip m99", "bench train --chip m99"),
+    ("bench train --model latin1", "bench train --model {latin1.toml}"),
+    ("mil no action", "mil"),
+    ("mil check missing", "mil check {root}/nope.mil"),
+    ("mil check folder", "mil check {folder}"),
+    ("mil check binary", "mil check {binary.mil}"),
+    ("mil check syntax", "mil check {bad.mil}"),
+    ("mil check --weights file", "mil check {bad.mil} --weights {afile}"),
+    ("mil check --target ios9", "mil check {bad.mil} --target ios9"),
+    ("mil print missing", "mil print {root}/nope.mil"),
+    ("mil print folder", "mil print {folder}"),
+    ("mil print binary", "mil print {binary.mil}"),
+    ("data no action", "data"),
+    ("data download nosuch", "data download nosuch"),
+    ("data download --timeout 0", "data download tinystories --timeout 0"),
+    ("data download --timeout nan", "data download tinystories --timeout nan"),
+    (
+        "data download --out file",
+        "data download tinystories --out {afile} --url file:///nonexistent",
     ),
-    "train --out is a file": lambda f: _train(f, "--out", f["afile"]),
-    "train --out under a file": lambda f: _train(f, "--out", f["afile"] + "/run"),
-    "train --resume without --out": lambda f: ["train", "--config", f["m.toml"], "--resume"],
-    "train --resume empty folder": lambda f: _train(f, "--out", f["run"], "--resume"),
-    # ---- generate
-    "generate no --ckpt": lambda f: ["generate"],
-    "generate --ckpt missing": lambda f: ["generate", "--ckpt", f["root"] + "/nope"],
-    "generate --ckpt garbage": lambda f: ["generate", "--ckpt", f["garbage.safetensors"]],
-    "generate --ckpt empty folder": lambda f: ["generate", "--ckpt", f["folder"]],
-    "generate --ckpt odd file": lambda f: ["generate", "--ckpt", f["odd.bin"]],
-    "generate --max-tokens -1": lambda f: ["generate", "--ckpt", f["folder"], "--max-tokens", "-1"],
-    "generate --temperature nan": lambda f: [
-        "generate",
-        "--ckpt",
-        f["folder"],
-        "--temperature",
-        "nan",
-    ],
-    "generate --temperature -1": lambda f: [
-        "generate",
-        "--ckpt",
-        f["folder"],
-        "--temperature",
-        "-1",
-    ],
-    "generate --top-k 0": lambda f: ["generate", "--ckpt", f["folder"], "--top-k", "0"],
-    "generate --top-p 1.5": lambda f: ["generate", "--ckpt", f["folder"], "--top-p", "1.5"],
-    "generate --top-p 0": lambda f: ["generate", "--ckpt", f["folder"], "--top-p", "0"],
-    "generate --top-p nan": lambda f: ["generate", "--ckpt", f["folder"], "--top-p", "nan"],
-    "generate --seed -1": lambda f: ["generate", "--ckpt", f["folder"], "--seed", "-1"],
-    "generate --max-memory 1K": lambda f: ["generate", "--ckpt", f["folder"], "--max-memory", "x"],
-    # ---- dashboard
-    "dashboard missing": lambda f: ["dashboard", f["root"] + "/nope", "--once"],
-    "dashboard a file": lambda f: ["dashboard", f["afile"], "--once"],
-    "dashboard empty folder": lambda f: ["dashboard", f["folder"], "--once"],
-    "dashboard --refresh 0": lambda f: ["dashboard", f["folder"], "--refresh", "0"],
-    "dashboard --refresh nan": lambda f: ["dashboard", f["folder"], "--refresh", "nan"],
-    "dashboard --refresh inf": lambda f: ["dashboard", f["folder"], "--refresh", "inf"],
-    "dashboard --window 1": lambda f: ["dashboard", f["folder"], "--window", "1"],
-    # ---- bench
-    "bench no program": lambda f: ["bench"],
-    "bench nosuch": lambda f: ["bench", "nosuch"],
-    "bench peak --iters 0": lambda f: ["bench", "peak", "--iters", "0"],
-    "bench peak --warmup -1": lambda f: ["bench", "peak", "--warmup", "-1"],
-    "bench peak --chip m99": lambda f: ["bench", "peak", "--backend", "sim", "--chip", "m99"],
-    "bench peak --backend ane": lambda f: ["bench", "peak", "--backend", "ane"],
-    "bench peak --seed -1": lambda f: ["bench", "peak", "--seed", "-1", "--model-only"],
-    "bench peak --json folder": lambda f: ["bench", "peak", "--model-only", "--json", f["folder"]],
-    "bench peak --json under file": lambda f: [
-        "bench",
-        "peak",
-        "--model-only",
-        "--json",
-        f["afile"] + "/x.json",
-    ],
-    "bench train --model nosuch": lambda f: ["bench", "train", "--model", "nosuch"],
-    "bench train --chip m99": lambda f: ["bench", "train", "--chip", "m99"],
-    "bench train --model latin1": lambda f: ["bench", "train", "--model", f["latin1.toml"]],
-    # ---- mil
-    "mil no action": lambda f: ["mil"],
-    "mil check missing": lambda f: ["mil", "check", f["root"] + "/nope.mil"],
-    "mil check folder": lambda f: ["mil", "check", f["folder"]],
-    "mil check binary": lambda f: ["mil", "check", f["binary.mil"]],
-    "mil check syntax": lambda f: ["mil", "check", f["bad.mil"]],
-    "mil check --weights file": lambda f: ["mil", "check", f["bad.mil"], "--weights", f["afile"]],
-    "mil check --target ios9": lambda f: ["mil", "check", f["bad.mil"], "--target", "ios9"],
-    "mil print missing": lambda f: ["mil", "print", f["root"] + "/nope.mil"],
-    "mil print folder": lambda f: ["mil", "print", f["folder"]],
-    "mil print binary": lambda f: ["mil", "print", f["binary.mil"]],
-    # ---- data
-    "data no action": lambda f: ["data"],
-    "data download nosuch": lambda f: ["data", "download", "nosuch"],
-    "data download --timeout 0": lambda f: ["data", "download", "tinystories", "--timeout", "0"],
-    "data download --timeout nan": lambda f: [
-        "data",
-        "download",
-        "tinystories",
-        "--timeout",
-        "nan",
-    ],
-    "data download --out file": lambda f: [
-        "data",
-        "download",
-        "tinystories",
-        "--out",
-        f["afile"],
-        "--url",
-        "file:///nonexistent",
-    ],
-    "data download --url missing": lambda f: [
-        "data",
-        "download",
-        "tinystories",
-        "--out",
-        f["root"] + "/dl",
-        "--url",
-        "file:///nonexistent.tar.gz",
-        "--quiet",
-    ],
-    "data download --url bad scheme": lambda f: [
-        "data",
-        "download",
-        "tinystories",
-        "--out",
-        f["root"] + "/dl2",
-        "--url",
-        "gopher://x",
-        "--quiet",
-    ],
-    "data prepare missing input": lambda f: [
-        "data",
-        "prepare",
-        f["root"] + "/nope.txt",
-        "--out",
-        f["root"] + "/p.bin",
-        "--quiet",
-    ],
-    "data prepare folder input": lambda f: [
-        "data",
-        "prepare",
-        f["folder"],
-        "--out",
-        f["root"] + "/p.bin",
-        "--quiet",
-    ],
-    "data prepare latin1 input": lambda f: [
-        "data",
-        "prepare",
-        f["latin1.txt"],
-        "--out",
-        f["root"] + "/p.bin",
-        "--quiet",
-    ],
-    "data prepare --out folder": lambda f: [
-        "data",
-        "prepare",
-        f["story.txt"],
-        "--out",
-        f["folder"],
-        "--quiet",
-    ],
-    "data prepare --out under file": lambda f: [
-        "data",
-        "prepare",
-        f["story.txt"],
-        "--out",
-        f["afile"] + "/p.bin",
-        "--quiet",
-    ],
-    "data prepare --tokenizer missing": lambda f: [
-        "data",
-        "prepare",
-        f["story.txt"],
-        "--out",
-        f["root"] + "/p.bin",
-        "--tokenizer",
-        f["root"] + "/nope.bin",
-        "--quiet",
-    ],
-    "data prepare --tokenizer garbage": lambda f: [
-        "data",
-        "prepare",
-        f["story.txt"],
-        "--out",
-        f["root"] + "/p.bin",
-        "--tokenizer",
-        f["odd.bin"],
-        "--quiet",
-    ],
-    "data builtin --stories 0": lambda f: ["data", "builtin", "--stories", "0"],
-    "data builtin --stories -4": lambda f: ["data", "builtin", "--stories", "-4"],
-    "data builtin --seed -1": lambda f: ["data", "builtin", "--seed", "-1"],
-    "data builtin --cache-dir file": lambda f: ["data", "builtin", "--cache-dir", f["afile"]],
-    "data builtin --text folder": lambda f: [
-        "data",
-        "builtin",
-        "--cache-dir",
-        f["root"] + "/cache",
-        "--stories",
-        "3",
-        "--text",
-        f["folder"],
-    ],
-    "data info missing": lambda f: ["data", "info", f["root"] + "/nope.bin"],
-    "data info folder": lambda f: ["data", "info", f["folder"]],
-    "data info odd": lambda f: ["data", "info", f["odd.bin"]],
-    "data info --vocab-size 0": lambda f: ["data", "info", f["tok.bin"], "--vocab-size", "0"],
-    "data info --vocab-size small": lambda f: ["data", "info", f["tok.bin"], "--vocab-size", "10"],
-    "data info --tokenizer garbage": lambda f: [
-        "data",
-        "info",
-        f["tok.bin"],
-        "--tokenizer",
-        f["odd.bin"],
-    ],
-    # ---- export
-    "export no format": lambda f: ["export"],
-    "export coreml missing": lambda f: [
-        "export",
-        "coreml",
-        f["root"] + "/nope.mil",
-        "--out",
-        f["root"] + "/x.mlpackage",
-    ],
-    "export coreml binary": lambda f: [
-        "export",
-        "coreml",
-        f["binary.mil"],
-        "--out",
-        f["root"] + "/x.mlpackage",
-    ],
-    "export coreml folder": lambda f: [
-        "export",
-        "coreml",
-        f["folder"],
-        "--out",
-        f["root"] + "/x.mlpackage",
-    ],
-    "export coreml syntax": lambda f: [
-        "export",
-        "coreml",
-        f["bad.mil"],
-        "--out",
-        f["root"] + "/x.mlpackage",
-    ],
-    # ---- doctor
-    "doctor --chip m99": lambda f: ["doctor", "--chip", "m99"],
-    "doctor --bogus": lambda f: ["doctor", "--bogus"],
-    "doctor --json folder": lambda f: ["doctor", "--json", f["folder"]],
-    "doctor --json under file": lambda f: ["doctor", "--json", f["afile"] + "/r.json"],
-    # ---- top level
-    "no command": lambda f: [],
-    "unknown command": lambda f: ["frobnicate"],
-}
+    (
+        "data download --url missing",
+        "data download tinystories --out {root}/dl --url file:///nonexistent.tar.gz --quiet",
+    ),
+    (
+        "data download --url bad scheme",
+        "data download tinystories --out {root}/dl2 --url gopher://x --quiet",
+    ),
+    ("data prepare missing input", "data prepare {root}/nope.txt --out {root}/p.bin --quiet"),
+    ("data prepare folder input", "data prepare {folder} --out {root}/p.bin --quiet"),
+    ("data prepare latin1 input", "data prepare {latin1.txt} --out {root}/p.bin --quiet"),
+    ("data prepare --out folder", "data prepare {story.txt} --out {folder} --quiet"),
+    ("data prepare --out under file", "data prepare {story.txt} --out {afile}/p.bin --quiet"),
+    (
+        "data prepare --tokenizer missing",
+        "data prepare {story.txt} --out {root}/p.bin --tokenizer {root}/nope.bin --quiet",
+    ),
+    (
+        "data prepare --tokenizer garbage",
+        "data prepare {story.txt} --out {root}/p.bin --tokenizer {odd.bin} --quiet",
+    ),
+    ("data builtin --stories 0", "data builtin --stories 0"),
+    ("data builtin --stories -4", "data builtin --stories -4"),
+    ("data builtin --seed -1", "data builtin --seed -1"),
+    ("data builtin --cache-dir file", "data builtin --cache-dir {afile}"),
+    (
+        "data builtin --text folder",
+        "data builtin --cache-dir {root}/cache --stories 3 --text {folder}",
+    ),
+    ("data info missing", "data info {root}/nope.bin"),
+    ("data info folder", "data info {folder}"),
+    ("data info odd", "data info {odd.bin}"),
+    ("data info --vocab-size 0", "data info {tok.bin} --vocab-size 0"),
+    ("data info --vocab-size small", "data info {tok.bin} --vocab-size 10"),
+    ("data info --tokenizer garbage", "data info {tok.bin} --tokenizer {odd.bin}"),
+    ("export no format", "export"),
+    ("export coreml missing", "export coreml {root}/nope.mil --out {root}/x.mlpackage"),
+    ("export coreml binary", "export coreml {binary.mil} --out {root}/x.mlpackage"),
+    ("export coreml folder", "export coreml {folder} --out {root}/x.mlpackage"),
+    ("export coreml syntax", "export coreml {bad.mil} --out {root}/x.mlpackage"),
+    ("doctor --chip m99", "doctor --chip m99"),
+    ("doctor --bogus", "doctor --bogus"),
+    ("doctor --json folder", "doctor --json {folder}"),
+    ("doctor --json under file", "doctor --json {afile}/r.json"),
+    ("no command", ""),
+    ("unknown command", "frobnicate"),
+]
 
 
-@pytest.mark.parametrize("case", list(CASES))
+def expand(command: str, files: dict[str, str]) -> list[str]:
+    command = command.replace("TRAIN", TRAIN, 1)
+    return [re.sub(r"\{([^}]+)\}", lambda m: files[m.group(1)], word) for word in command.split()]
+
+
+@pytest.mark.parametrize(("case", "command"), CASES, ids=[c for c, _ in CASES])
 def test_bad_input_is_one_clear_line(
-    case: str, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+    case: str, command: str, files: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = CASES[case](files)  # type: ignore[operator]
     try:
-        status = main(argv)
+        status = main(expand(command, files))
     except SystemExit as stop:  # argparse usage errors
         status = stop.code if isinstance(stop.code, int) else 1
     err = capsys.readouterr().err
@@ -350,15 +214,19 @@ def test_bad_input_is_one_clear_line(
     assert re.match(r"anetrain[\w ]*: error: |\S+?(:\d+)*: error: ", lines[0]), lines[0]
 
 
+def failing_doctor(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    from anetrain.commands import doctor
+
+    def run(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(doctor, "run", run)
+
+
 def test_our_bugs_keep_the_traceback_and_ask_for_a_report(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from anetrain.commands import doctor
-
-    def broken(args: object) -> int:
-        raise ZeroDivisionError("a bug")
-
-    monkeypatch.setattr(doctor, "run", broken)
+    failing_doctor(monkeypatch, ZeroDivisionError("a bug"))
     assert main(["doctor"]) == 70
     err = capsys.readouterr().err
     assert "Traceback" in err and "ZeroDivisionError: a bug" in err
@@ -369,15 +237,9 @@ def test_our_bugs_keep_the_traceback_and_ask_for_a_report(
 def test_file_system_errors_are_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from anetrain.commands import doctor
-
-    def full(args: object) -> int:
-        raise OSError(28, "No space left on device", "/data/run/metrics.jsonl")
-
-    monkeypatch.setattr(doctor, "run", full)
+    failing_doctor(monkeypatch, OSError(28, "No space left on device", "/data/run/metrics.jsonl"))
     assert main(["doctor"]) == 1
-    err = capsys.readouterr().err
-    assert err == (
+    assert capsys.readouterr().err == (
         "anetrain: error: /data/run/metrics.jsonl: No space left on device; free space on that "
         "disk (or choose another --out) and run again\n"
     )

@@ -57,6 +57,14 @@ def poison(trainer: Trainer, steps: set[int] | None) -> None:
     trainer.pipeline.forward_backward = forward_backward  # type: ignore[method-assign]
 
 
+def train_argv(tmp_path: Path, out: Path) -> list[str]:
+    """``anetrain train`` of 2 steps of the small model into ``out``; index 6 is the steps."""
+    config = tmp_path / "m.toml"
+    config.write_text(TOML)
+    argv = ["train", "--config", str(config), "--backend", "sim", "--steps", "2", "--accum", "1"]
+    return [*argv, "--sample-tokens", "0", "--no-progress", "--out", str(out)]
+
+
 def test_train_config_refuses_values_that_train_silently_wrong() -> None:
     for bad in ({"lr": math.nan}, {"lr": -1.0}, {"loss_scale": math.inf}, {"eval_every": 0}):
         with pytest.raises(TrainError):
@@ -118,11 +126,8 @@ def test_weights_made_non_finite_are_never_saved(tmp_path: Path, data: TokenFile
 def test_resuming_a_finished_run_changes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "m.toml"
-    config.write_text(TOML)
     out = tmp_path / "run"
-    argv = ["train", "--config", str(config), "--backend", "sim", "--steps", "2", "--accum", "1"]
-    argv += ["--sample-tokens", "0", "--no-progress", "--out", str(out)]
+    argv = train_argv(tmp_path, out)
     assert main(argv) == 0
     files = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
@@ -277,11 +282,8 @@ def test_memory_estimate_refuses_before_allocating(monkeypatch: pytest.MonkeyPat
 def test_training_into_a_folder_that_holds_a_run_needs_resume(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "m.toml"
-    config.write_text(TOML)
     out = tmp_path / "run"
-    argv = ["train", "--config", str(config), "--backend", "sim", "--steps", "2", "--accum", "1"]
-    argv += ["--sample-tokens", "0", "--no-progress", "--out", str(out)]
+    argv = train_argv(tmp_path, out)
     assert main(argv) == 0
     files = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()

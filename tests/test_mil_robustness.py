@@ -53,6 +53,7 @@ HOSTILE = {
     "hex float without digits": program(y="fp16(0x.p1)"),
     "hex float without mantissa": program(y="fp16(0xp3)"),
     "hex float out of range": program(y="fp32(0x1p99999)"),
+    "decimal float out of range": program(y="fp32(1e99999)"),
     "deep list nesting": program(y="tensor<fp16, [1]>(" + "[" * 5000 + "1" + "]" * 5000 + ")"),
     "deep tuple nesting": program(y="(" * 5000 + "x" + ")" * 5000),
     "tensor where a scalar belongs (BLOBFILE offset)": program(

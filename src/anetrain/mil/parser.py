@@ -5,6 +5,7 @@ Errors carry 1-based line and column so ``anetrain mil check`` can print ``FILE:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -426,13 +427,16 @@ class _Parser:
                 raise self.type_error(f"{dtype} literal cannot be {text}", tok)
             elif dtype.is_float:
                 try:
-                    out.append(float.fromhex(text) if "0x" in text.lower() else float(text))
+                    value = float.fromhex(text) if "0x" in text.lower() else float(text)
                 except (ValueError, OverflowError):
                     raise self.type_error(
                         f"{text!r} is not a {dtype} value (a hex float needs digits and an "
                         "exponent in range, e.g. 0x1.8p-3)",
                         tok,
                     ) from None
+                if math.isinf(value) and "inf" not in text:  # 1e99999: write inf if meant
+                    raise self.type_error(f"{text} is out of range for a float; write inf", tok)
+                out.append(value)
             else:
                 if not re.fullmatch(r"[-+]?\d+", text):
                     raise self.type_error(f"{dtype} literal needs an integer, found {text}", tok)

@@ -14,6 +14,8 @@ import pytest
 from anetrain.data.corpus import builtin_dataset
 from anetrain.data.tokens import TokenFile
 from anetrain.model import ModelConfig, Params, init_params
+from anetrain.runfolder import CKPT_BEST as BEST
+from anetrain.runfolder import CKPT_LAST as LAST
 from anetrain.train.checkpoint import (
     MAGIC,
     META_KEY,
@@ -24,7 +26,7 @@ from anetrain.train.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from anetrain.train.loop import BEST, LAST, TrainConfig, Trainer, TrainError
+from anetrain.train.loop import TrainConfig, Trainer, TrainError
 
 CFG = ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=96, vocab_size=40)
 TRAIN_MODEL = ModelConfig(

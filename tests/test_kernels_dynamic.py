@@ -1,7 +1,8 @@
 """The ten dynamic-weight kernels (``anetrain.kernels.dynamic``) against float64 references.
 
-Every kernel's single input surface is packed region by region from ``KernelSpec.inputs``
-(weights in the spatial tail, in the layout the math says each region holds), evaluated on the
+Every kernel's single input surface is packed region by region from ``KernelSpec.inputs`` and
+``KernelSpec.weights`` (each weight region filled with the parameter and transposition the
+spec declares; a wrong declaration fails the comparison with the math), evaluated on the
 simulator, and every output block of ``KernelSpec.outputs`` is compared with a NumPy float64
 reference written here from the math, not from the MIL fragments:
 
@@ -39,9 +40,16 @@ import numpy as np
 import pytest
 
 from anetrain import runtime
-from anetrain.kernels.dynamic import KERNELS, Dims, KernelSpec, build_kernels
+from anetrain.kernels.dynamic import (
+    KERNELS,
+    Dims,
+    KernelSpec,
+    KernelSpecError,
+    Region,
+    build_kernels,
+    span,
+)
 from anetrain.mil import FP16, FP32, DType
-from anetrain.train.pipeline import WEIGHT_REGIONS
 
 Arrays = dict[str, np.ndarray]
 
@@ -53,18 +61,6 @@ WIDE = Dims(
 CONFIGS = {"mha": MHA, "gqa": GQA, "wide": WIDE}
 TOL = {FP32: 1e-5, FP16: 5e-3}
 CHAIN_TOL = {FP32: 1e-5, FP16: 1e-2}  # three fp16 kernels chained through rounded taps
-
-# What each weight region holds, from the kernels' math: (param [out, in], stored transposed?)
-WEIGHT_LAYOUT: dict[str, dict[str, tuple[str, bool]]] = {
-    "sdpa_fwd": {"wq_t": ("wq", True), "wk_t": ("wk", True), "wv_t": ("wv", True)},
-    "wo_fwd": {"wo_t": ("wo", True)},
-    "ffn_fused": {"w1_t": ("w1", True), "w3_t": ("w3", True), "w2": ("w2", False)},
-    "ffn_bwd_w2t": {"w2": ("w2", False)},
-    "ffn_bwd_w13t": {"w1": ("w1", False), "w3": ("w3", False)},
-    "wot_bwd": {"wo": ("wo", False)},
-    "q_bwd": {"wq": ("wq", False)},
-    "kv_bwd": {"wk": ("wk", False), "wv": ("wv", False)},
-}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -94,9 +90,10 @@ def kernel(d: Dims, name: str) -> runtime.Kernel:
 def run(d: Dims, name: str, inputs: Arrays) -> Arrays:
     """Pack ``inputs`` (one array per input region, exactly) into the surface, eval, split."""
     spec = specs(d)[name]
-    assert set(inputs) == set(spec.inputs), name
+    regions = {**spec.inputs, **{key: w.region for key, w in spec.weights.items()}}
+    assert set(inputs) == set(regions), name
     surface = np.zeros(spec.in_shape, np.float32)
-    for key, r in spec.inputs.items():
+    for key, r in regions.items():
         assert inputs[key].shape == (r.channels, r.width), (name, key)
         surface[r.ch : r.ch + r.channels, r.col : r.col + r.width] = inputs[key]
     k = kernel(d, name)
@@ -180,7 +177,7 @@ def ref_sdpa_fwd(d: Dims, x: Arrays, p: Arrays, kv: Callable[[int], int] | None 
 def ref_sdpa_bwd1(d: Dims, x: Arrays, p: Arrays, kv: Callable[[int], int] | None = None) -> Arrays:
     kv = kv or kv_of(d)
     q, k = to_heads(x["q_rope"], d.n_heads), to_heads(x["k_rope"], d.n_kv_heads)
-    v, da = to_heads(x["v"], d.n_kv_heads), to_heads(x["da"], d.n_heads)
+    v, da = to_heads(x["v"], d.n_kv_heads), to_heads(x["dao"], d.n_heads)
     probs = causal_softmax(q, k, d, kv)
     dv = np.zeros_like(v)
     for h in range(d.n_heads):
@@ -217,12 +214,12 @@ REFERENCES: dict[str, Callable[[Dims, Arrays, Arrays], Arrays]] = {
     "wo_fwd": lambda d, x, p: {"o": p["wo"] @ x["attn"]},
     "ffn_fused": ref_ffn_fused,
     "ffn_bwd_w2t": lambda d, x, p: {"dgate": p["w2"].T @ x["dffn"]},
-    "ffn_bwd_w13t": lambda d, x, p: {"dx": p["w1"].T @ x["dh1"] + p["w3"].T @ x["dh3"]},
-    "wot_bwd": lambda d, x, p: {"da": p["wo"].T @ x["dx2"]},
+    "ffn_bwd_w13t": lambda d, x, p: {"dx2n": p["w1"].T @ x["dh1"] + p["w3"].T @ x["dh3"]},
+    "wot_bwd": lambda d, x, p: {"dao": p["wo"].T @ x["dattn"]},
     "sdpa_bwd1": ref_sdpa_bwd1,
     "sdpa_bwd2": ref_sdpa_bwd2,
-    "q_bwd": lambda d, x, p: {"dx": p["wq"].T @ x["dq"]},
-    "kv_bwd": lambda d, x, p: {"dx": p["wk"].T @ x["dk"] + p["wv"].T @ x["dv"]},
+    "q_bwd": lambda d, x, p: {"dxn_q": p["wq"].T @ x["dq"]},
+    "kv_bwd": lambda d, x, p: {"dxn_kv": p["wk"].T @ x["dk"] + p["wv"].T @ x["dv"]},
 }
 
 
@@ -271,20 +268,17 @@ def random_activations(d: Dims, name: str, rng: np.random.Generator) -> Arrays:
         "ffn_fused": {"x2n": d.dim, "x2": d.dim},
         "ffn_bwd_w2t": {"dffn": d.dim},
         "ffn_bwd_w13t": {"dh1": d.hidden, "dh3": d.hidden},
-        "wot_bwd": {"dx2": d.dim},
-        "sdpa_bwd1": {"q_rope": qd, "k_rope": kvd, "v": kvd, "da": qd},
+        "wot_bwd": {"dattn": d.dim},
+        "sdpa_bwd1": {"q_rope": qd, "k_rope": kvd, "v": kvd, "dao": qd},
         "q_bwd": {"dq": qd},
         "kv_bwd": {"dk": kvd, "dv": kvd},
     }[name]
     return {key: act(c) for key, c in channels.items()}
 
 
-def packed_inputs(name: str, x: Arrays, p: Arrays) -> Arrays:
-    """Activations plus the weight regions laid out as WEIGHT_LAYOUT says."""
-    weights = {
-        region: p[param].T if transposed else p[param]
-        for region, (param, transposed) in WEIGHT_LAYOUT.get(name, {}).items()
-    }
+def packed_inputs(d: Dims, name: str, x: Arrays, p: Arrays) -> Arrays:
+    """Activations plus the weight regions, filled as the spec declares."""
+    weights = {key: w.layout(p[w.param]) for key, w in specs(d)[name].weights.items()}
     return {**x, **weights}
 
 
@@ -302,9 +296,33 @@ def test_every_kernel_has_a_reference() -> None:
     assert [make.__name__ for make in KERNELS] == list(REFERENCES)
 
 
-def test_weight_layout_matches_pipeline_staging() -> None:
-    """The pipeline writes each weight region the way these tests (the math) pack it."""
-    assert WEIGHT_REGIONS == WEIGHT_LAYOUT
+def test_weight_regions_cover_each_projection_forward_transposed_backward_not() -> None:
+    """Every projection is staged twice: transposed for the forward ([in, out] rows) and as
+    stored for the backward's dx (W^T dout needs [out, in] rows)."""
+    staged = [(w.param, w.transposed) for s in specs(GQA).values() for w in s.weights.values()]
+    params = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
+    assert sorted(staged) == sorted(
+        [(p, True) for p in params if p != "w2"] + [(p, False) for p in params] + [("w2", False)]
+    )
+
+
+@CONFIG
+def test_composite_spans_are_contiguous_and_match_across_kernels(config: str) -> None:
+    """The taps the forward returns as one span land, in the same order and size, in the
+    backward kernels' composite inputs; a non-adjacent span is refused."""
+    d = dims(config, FP16)
+    k = specs(d)
+    fwd, b1, b2 = k["sdpa_fwd"], k["sdpa_bwd1"], k["sdpa_bwd2"]
+    o = fwd.outputs
+    assert fwd.output_region("qkv") == Region(o["q_rope"].ch, d.q_dim + 2 * d.kv_dim, 0, d.seq)
+    assert b1.input_region("qkv") == Region(0, d.q_dim + 2 * d.kv_dim, 0, d.seq)
+    assert b1.output_region("scores") == Region(b1.outputs["probs"].ch, 2 * d.score_ch, 0, d.seq)
+    assert b2.input_region("scores") == Region(0, 2 * d.score_ch, 0, d.seq)
+    assert b2.input_region("qk") == Region(2 * d.score_ch, d.q_dim + d.kv_dim, 0, d.seq)
+    with pytest.raises(KernelSpecError, match="not contiguous"):
+        span("k", "bad", [("a", Region(0, 4, 0, 8)), ("b", Region(5, 4, 0, 8))])
+    with pytest.raises(KeyError, match="no region"):
+        k["wo_fwd"].output_region("qkv")
 
 
 @CONFIG
@@ -319,13 +337,17 @@ def test_region_maps(config: str) -> None:
             assert r.ch + r.channels <= n_ch and r.col + r.width <= width, (name, key)
             cover[r.ch : r.ch + r.channels, r.col : r.col + r.width] += 1
         assert cover.max() == 1, f"{name}: input regions overlap"
-        weights = WEIGHT_LAYOUT.get(name, {})
-        act_end = max(r.col + r.width for k, r in spec.inputs.items() if k not in weights)
+        for w in spec.weights.values():
+            r = w.region
+            cover[r.ch : r.ch + r.channels, r.col : r.col + r.width] += 1
+        assert cover.max() == 1, f"{name}: weight regions overlap"
+        act_end = max(r.col + r.width for r in spec.inputs.values())
+        for key, w in spec.weights.items():
+            r = w.region
+            assert (r.ch, r.channels) == (0, n_ch) and r.col >= act_end, (name, key)
+            assert r.col + r.width <= width, (name, key)
         for key, r in spec.inputs.items():
-            if key in weights:
-                assert (r.ch, r.channels) == (0, n_ch) and r.col >= act_end, (name, key)
-            else:
-                assert r.width == d.seq, (name, key)
+            assert r.width == d.seq, (name, key)
         blocks = sorted((r.ch, r.channels) for r in spec.outputs.values())
         assert all((r.col, r.width) == (0, d.seq) for r in spec.outputs.values()), name
         starts = np.cumsum([0] + [n for _, n in blocks])
@@ -341,7 +363,7 @@ def test_kernel_matches_reference(name: str, dtype: DType, config: str) -> None:
     rng = np.random.default_rng(seed(name, config))
     p = random_params(d, rng)
     x = random_activations(d, name, rng)
-    got = run(d, name, packed_inputs(name, x, p))
+    got = run(d, name, packed_inputs(d, name, x, p))
     ref = REFERENCES[name](d, x, p)
     assert set(got) == set(ref)
     for key in ref:
@@ -364,7 +386,7 @@ def test_gqa_reference_mapping_is_discriminating(config: str) -> None:
         ("sdpa_bwd2", ref_sdpa_bwd2),
     ):
         x = random_activations(d, name, rng)
-        got = run(d, name, packed_inputs(name, x, p))
+        got = run(d, name, packed_inputs(d, name, x, p))
         good, bad = ref(d, x, p), ref(d, x, p, modulo)
         for key in good:
             assert_close(got[key], good[key], TOL[FP32], f"{name}.{key}")
@@ -380,7 +402,7 @@ def test_gqa_head_mapping_is_h_div_group(config: str) -> None:
     # forward: tokens all alike, so V is constant over time and attn head h == V head kv(h)
     xn = np.repeat(rng.standard_normal((d.dim, 1)), s, axis=1)
     p = random_params(d, rng)
-    out = run(d, "sdpa_fwd", packed_inputs("sdpa_fwd", {"xn": xn}, p))
+    out = run(d, "sdpa_fwd", packed_inputs(d, "sdpa_fwd", {"xn": xn}, p))
     attn, v = to_heads(out["attn"], d.n_heads), to_heads(out["v"], d.n_kv_heads)
     for h in range(d.n_heads):
         np.testing.assert_allclose(attn[h], v[h // d.group], rtol=1e-5, atol=1e-5)
@@ -388,8 +410,8 @@ def test_gqa_head_mapping_is_h_div_group(config: str) -> None:
         owner = h0 // d.group
         # sdpa_bwd1: upstream grad on query head h0 only -> dv only on kv head h0 // group
         x = random_activations(d, "sdpa_bwd1", rng)
-        x["da"][:] = 0.0
-        x["da"][h0 * hd : (h0 + 1) * hd] = rng.standard_normal((hd, s))
+        x["dao"][:] = 0.0
+        x["dao"][h0 * hd : (h0 + 1) * hd] = rng.standard_normal((hd, s))
         dv = to_heads(run(d, "sdpa_bwd1", x)["dv"], d.n_kv_heads)
         assert np.abs(dv[owner]).max() > 1e-3
         assert all(not dv[j].any() for j in range(d.n_kv_heads) if j != owner), (h0, owner)
@@ -417,9 +439,9 @@ def test_attention_backward_matches_autograd(dtype: DType, config: str) -> None:
     xn = quantize(rng.standard_normal((d.dim, d.seq)), dtype)
     upstream = quantize(rng.standard_normal((d.q_dim, d.seq)), dtype)
 
-    fwd = run(d, "sdpa_fwd", packed_inputs("sdpa_fwd", {"xn": xn}, p))
+    fwd = run(d, "sdpa_fwd", packed_inputs(d, "sdpa_fwd", {"xn": xn}, p))
     taps = {key: fwd[key] for key in ("q_rope", "k_rope", "v")}
-    b1 = run(d, "sdpa_bwd1", {**taps, "da": upstream})
+    b1 = run(d, "sdpa_bwd1", {**taps, "dao": upstream})
     b2 = run(
         d,
         "sdpa_bwd2",

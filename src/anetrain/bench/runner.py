@@ -110,7 +110,7 @@ class Runner:
     @property
     def target(self) -> str:
         """The MIL dialect the chip accepts: ios18 (program 1.3), or ios16 on M1/M2."""
-        return "ios18" if "1.3" in self.chip.program_versions else "ios16"
+        return self.chip.dialect
 
     @property
     def extra(self) -> str | None:

@@ -22,9 +22,10 @@ from typing import Any
 
 from anetrain.commands.args import byte_size, seed
 from anetrain.errors import AnetrainError
+from anetrain.runfolder import CKPT_BEST as BEST
+from anetrain.runfolder import CKPT_LAST as LAST
+from anetrain.runfolder import CONFIG
 
-LAST = "ckpt_last.safetensors"
-BEST = "ckpt_best.safetensors"
 KINDS = {
     "anetrain": "anetrain checkpoint",
     "llama2c": "llama2.c model",
@@ -181,7 +182,7 @@ def load_model(
             )
     elif not ckpt.is_file():
         raise CheckpointError(f"{ckpt}: no such checkpoint file or run folder")
-    elif (ckpt.parent / "config.json").is_file():
+    elif (ckpt.parent / CONFIG).is_file():
         run_dir = ckpt.parent
     check_fits(f"loading {ckpt}", 3 * ckpt.stat().st_size, max_memory, hint="use a smaller model")
     try:
@@ -211,7 +212,7 @@ def load_model(
 
 def _run_tokenizer(run_dir: Path) -> str | None:
     """The ``tokenizer`` a run folder's config.json records (None if absent or null)."""
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG
     if not path.is_file():
         return None
     try:

@@ -111,6 +111,7 @@ def _resolve_backend(name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from anetrain import runfolder
     from anetrain.data.corpus import builtin_dataset
     from anetrain.data.tokens import TokenFile
     from anetrain.memory import check_fits, training_bytes
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     for note in trainer.notes:
         console.print(f"[yellow]warning:[/] {note}")
     write_json(
-        out / "config.json",
+        out / runfolder.CONFIG,
         {
             "model": model.to_dict(),
             "train": cfg.__dict__,
@@ -180,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     with progress:
         summary = trainer.run()
     summary["sample"] = _sample(trainer, tokenizer_spec, args, console)
-    write_json(out / "summary.json", summary)
+    write_json(out / runfolder.SUMMARY, summary)
     _report(console, summary, trainer)
     if summary["interrupted"]:
         console.print(

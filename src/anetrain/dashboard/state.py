@@ -16,9 +16,8 @@ from typing import Any
 
 from anetrain.dashboard.tail import JsonlTail
 from anetrain.errors import AnetrainError
+from anetrain.runfolder import CONFIG, METRICS, PHASES, RUN_FILES, SUMMARY
 
-PHASES = ("kernels", "io", "classifier", "elementwise", "rmsnorm", "blas_wait")
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")
 EMA_BETA = 0.9  # loss smoothing, bias-corrected (like TensorBoard's 0.9)
 
 
@@ -120,7 +119,7 @@ class RunState:
         self.vals: list[ValPoint] = []
         self.bad_records = 0
         self.metrics_mtime: float | None = None
-        self._tail = JsonlTail(self.run_dir / "metrics.jsonl")
+        self._tail = JsonlTail(self.run_dir / METRICS)
         self._config_mtime: int | None = None
         self._summary_mtime: int | None = None
         self._reset_aggregates()
@@ -153,26 +152,26 @@ class RunState:
         return changed
 
     def _load_config(self) -> bool:
-        mtime = _mtime_ns(self.run_dir / "config.json")
+        mtime = _mtime_ns(self.run_dir / CONFIG)
         if mtime == self._config_mtime:
             return False
         restarted = self._config_mtime is not None and mtime is not None
         self._config_mtime = mtime
-        self.config = _read_json(self.run_dir / "config.json")
+        self.config = _read_json(self.run_dir / CONFIG)
         if restarted:  # config.json is rewritten at every (re)start: read the metrics afresh
             self._tail.restart()
             self._clear()
         return True
 
     def _load_summary(self) -> bool:
-        mtime = _mtime_ns(self.run_dir / "summary.json")
-        newer = [_mtime_ns(self.run_dir / "config.json"), _mtime_ns(self._tail.path)]
+        mtime = _mtime_ns(self.run_dir / SUMMARY)
+        newer = [_mtime_ns(self.run_dir / CONFIG), _mtime_ns(self._tail.path)]
         if mtime is not None and any(t is not None and t > mtime for t in newer):
             mtime = None  # left over from an earlier run: this one has (re)started since
         if mtime == self._summary_mtime:
             return False
         self._summary_mtime = mtime
-        self.summary = None if mtime is None else _read_json(self.run_dir / "summary.json")
+        self.summary = None if mtime is None else _read_json(self.run_dir / SUMMARY)
         return True
 
     def _clear(self) -> None:

@@ -1,16 +1,39 @@
-"""The dynamic-weight training kernels (seed-inventory §4.3), compiled once for all layers.
+"""The dynamic-weight training kernels, compiled once and shared by all layers.
 
-Every kernel takes one ``[1, C, 1, W]`` fp16 input and returns one ``[1, C', 1, S]`` output.
-Weights ride in the input's spatial tail, so a weight update is a surface write, never a
-recompile. Differences from the original, on purpose:
+Every kernel takes one ``[1, C, 1, W]`` fp16 input and returns one ``[1, C', 1, S]`` output
+(the ANE takes one input surface per request). Weights ride in the input's spatial tail, so a
+weight update is a surface write, never a recompile (the scheme of maderix/ANE's dynamic
+pipeline). On purpose, unlike that original:
 - one GQA head mapping everywhere (query head ``h`` reads kv head ``h // group``), with the
   kv tiling and the gradient reduction done inside the kernels;
 - the RoPE backward (inverse rotation) runs inside ``sdpa_bwd2``, so ``dq``/``dk`` come back
   as gradients of the pre-RoPE projections;
 - the forward taps drop ``xnorm``, which the CPU computed itself.
 
-Each :class:`KernelSpec` names its input regions and output blocks, so the training loop
-writes and reads by name instead of by magic offsets.
+Each kernel implements these lines of :func:`anetrain.model.reference.layer_forward` /
+:func:`~anetrain.model.reference.layer_backward` (channel-first ``[C, S]``; the CPU does the
+rest: RMSNorms, residual adds outside ``ffn_fused``, the SwiGLU backward, weight gradients):
+
+==============  ==========================================================================
+kernel          reference lines
+==============  ==========================================================================
+sdpa_fwd        ``q``, ``k`` (with RoPE), ``v`` projections; ``attention_forward`` -> ``ao``
+wo_fwd          ``matmul_forward(ao, p.wo)`` (the residual add is on the CPU)
+ffn_fused       ``h1``, ``h3``, ``swiglu_forward``, ``residual_forward(x2, W2 gate, a)``
+ffn_bwd_w2t     ``dgate = matmul_backward(dp.w2, dffn, ...)`` (dx part)
+ffn_bwd_w13t    ``dx2n = W1^T dh1 + W3^T dh3`` (dx parts)
+wot_bwd         ``dao = matmul_backward(dp.wo, dattn, ...)`` (dx part)
+sdpa_bwd1       ``attention_backward``: probs recomputed, ``dv``, and ``datt`` (= ``dp``)
+sdpa_bwd2       ``attention_backward``: softmax backward, ``dq``, ``dk``; then ``rope_backward``
+q_bwd           ``dxn = W_q^T dq`` (dx part)
+kv_bwd          ``dxn += W_k^T dk + W_v^T dv`` (dx parts)
+==============  ==========================================================================
+
+A :class:`KernelSpec` is the kernel's whole contract: its activation input regions (named for
+what the caller writes there), its weight regions (the parameter each holds, and whether it
+is stored transposed), its output blocks, and the composite spans (adjacent blocks read or
+copied as one, checked contiguous when the spec is built). Callers write, read and copy by
+these names only; no offset is computed outside this module.
 """
 
 from __future__ import annotations
@@ -25,8 +48,11 @@ from anetrain.mil import FP16, Builder, DType, Var
 from anetrain.mil.analysis import program_stats
 from anetrain.mil.blob import BlobWriter
 from anetrain.mil.model import MILModel
+from anetrain.model import reference
 
-MASK_VALUE = -65504.0  # fp16 lowest finite: exp() of it is exactly 0 after the max shift
+
+class KernelSpecError(ValueError):
+    """A kernel declares regions that do not fit together (a bug in this module)."""
 
 
 @dataclass(frozen=True)
@@ -90,31 +116,77 @@ class Dims:
         return 1.0 / math.sqrt(self.head_dim)
 
 
+@dataclass(frozen=True)
+class WeightRegion:
+    """An input region that holds a parameter: ``params[param][layer]`` (``[out, in]``),
+    stored transposed when ``transposed``."""
+
+    region: Region
+    param: str
+    transposed: bool
+
+    def layout(self, w: np.ndarray) -> np.ndarray:
+        """The parameter matrix as the region stores it."""
+        return w.T if self.transposed else w
+
+
 @dataclass
 class KernelSpec:
+    """One kernel's contract (see the module docstring). A kernel with weights baked as
+    BLOBFILE constants (a static pipeline) has no ``weights``; its ``model.weights`` hold them."""
+
     name: str
     model: MILModel
-    inputs: dict[str, Region]
-    outputs: dict[str, Region]
+    inputs: dict[str, Region]  # activations, named for what is written into them
+    outputs: dict[str, Region]  # output blocks, stacked on channels at width S
+    weights: dict[str, WeightRegion] = field(default_factory=dict)
+    spans: dict[str, Region] = field(default_factory=dict)  # composite input/output regions
     flops: int = 0
     in_shape: tuple[int, int] = field(default=(0, 0))  # (channels, width)
     out_shape: tuple[int, int] = field(default=(0, 0))
 
+    def input_region(self, name: str) -> Region:
+        """An activation input or a declared composite input span."""
+        return self.inputs[name] if name in self.inputs else self._span(name)
+
+    def output_region(self, name: str) -> Region:
+        """An output block or a declared composite output span."""
+        return self.outputs[name] if name in self.outputs else self._span(name)
+
+    def _span(self, name: str) -> Region:
+        try:
+            return self.spans[name]
+        except KeyError:
+            raise KeyError(f"kernel {self.name!r} declares no region {name!r}") from None
+
+
+def span(kernel: str, name: str, parts: list[tuple[str, Region]]) -> Region:
+    """The region covering ``parts`` (in order), which must be channel-adjacent blocks of the
+    same columns: a composite read or copy is then one contiguous block."""
+    first = parts[0][1]
+    ch = first.ch
+    for part, r in parts:
+        if r.ch != ch or (r.col, r.width) != (first.col, first.width):
+            raise KernelSpecError(
+                f"kernel {kernel!r}: span {name!r} is not contiguous at {part!r} "
+                f"(channel {r.ch}, expected {ch}); declare its parts in surface order"
+            )
+        ch += r.channels
+    return Region(first.ch, ch - first.ch, first.col, first.width)
+
 
 def causal_mask(seq: int) -> np.ndarray:
-    """``[1, 1, S, S]``: 0 where key <= query, -65504 above the diagonal."""
-    upper = np.triu(np.ones((seq, seq), dtype=bool), k=1)
-    return np.where(upper, MASK_VALUE, 0.0).astype(np.float16).reshape(1, 1, seq, seq)
+    """``[1, 1, S, S]`` additive fp16 mask from :func:`reference.causal_mask` (the ANE ignores
+    scaled_dot_product_attention's mask, so the kernels add it before the softmax)."""
+    return reference.additive_causal_mask(seq).reshape(1, 1, seq, seq)
 
 
 def rope_tables(seq: int, head_dim: int, base: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
-    """``cos``/``sin`` ``[1, 1, S, HD]`` for interleaved pairs, each pair's angle duplicated."""
-    i = np.arange(head_dim // 2, dtype=np.float64)
-    inv_freq = base ** (-2.0 * i / head_dim)
-    angles = np.arange(seq, dtype=np.float64)[:, None] * inv_freq[None, :]  # [S, HD/2]
-    angles = np.repeat(angles, 2, axis=1)
+    """``cos``/``sin`` ``[1, 1, S, HD]`` from :func:`reference.rope_tables`, each pair's angle
+    duplicated for the interleaved rotation."""
+    cos, sin = reference.rope_tables(head_dim, np.arange(seq), base, np.float64)  # [S, HD/2]
     shape = (1, 1, seq, head_dim)
-    return np.cos(angles).reshape(shape), np.sin(angles).reshape(shape)
+    return np.repeat(cos, 2, axis=1).reshape(shape), np.repeat(sin, 2, axis=1).reshape(shape)
 
 
 class _KernelBuilder:
@@ -127,16 +199,24 @@ class _KernelBuilder:
         self.f = Fragments(self.b, dims.dtype)
         self.x = self.b.input("x", dims.dtype, [1, channels, 1, width])
         self.inputs: dict[str, Region] = {}
+        self.weight_regions: dict[str, WeightRegion] = {}
+        self.spans: dict[str, Region] = {}
         self.weights: dict[str, bytes] = {}
 
     def region(self, key: str, ch: int, channels: int, col: int, width: int) -> Var:
         self.inputs[key] = Region(ch, channels, col, width)
         return self.f.slice_cols(self.x, ch, channels, col, width, f"in_{key}")
 
-    def matrix(self, key: str, rows: int, col: int, cols: int) -> Var:
-        """A packed weight matrix (all input channels, spatial columns) as [1, 1, rows, cols]."""
-        self.inputs[key] = Region(0, rows, col, cols)
+    def matrix(self, key: str, param: str, transposed: bool, rows: int, col: int, cols: int) -> Var:
+        """A packed weight matrix (all input channels, spatial columns) as [1, 1, rows, cols],
+        holding ``param`` (transposed or not)."""
+        region = Region(0, rows, col, cols)
+        self.weight_regions[key] = WeightRegion(region, param, transposed)
         return self.f.packed_matrix(self.x, 0, rows, col, cols, key)
+
+    def input_span(self, key: str, parts: tuple[str, ...]) -> None:
+        """Declare the activation inputs ``parts`` as one composite input region ``key``."""
+        self.spans[key] = span(self.name, key, [(p, self.inputs[p]) for p in parts])
 
     def blob(self, file: str, array: np.ndarray) -> Var:
         writer = BlobWriter()
@@ -151,11 +231,17 @@ class _KernelBuilder:
         cos, sin = rope_tables(self.dims.seq, self.dims.head_dim, self.dims.rope_base)
         return self.blob("rope_cos.bin", cos), self.blob("rope_sin.bin", sin)
 
-    def finish(self, outputs: list[tuple[str, Var]]) -> KernelSpec:
+    def finish(
+        self, outputs: list[tuple[str, Var]], spans: dict[str, tuple[str, ...]] | None = None
+    ) -> KernelSpec:
+        """Stack ``outputs`` on channels as the kernel's one output; ``spans`` names composite
+        output regions (adjacent blocks), checked contiguous here."""
         blocks, ch = {}, 0
         for key, var in outputs:
             blocks[key] = Region(ch, var.shape[1], 0, var.shape[3])
             ch += var.shape[1]
+        for key, parts in (spans or {}).items():
+            self.spans[key] = span(self.name, key, [(p, blocks[p]) for p in parts])
         out = self.f.concat_channels([v for _, v in outputs], "out")
         self.b.returns(out)
         model = MILModel(self.b.program(), self.weights)
@@ -164,6 +250,8 @@ class _KernelBuilder:
             model,
             self.inputs,
             blocks,
+            self.weight_regions,
+            self.spans,
             flops=program_stats(model.program).flops,
             in_shape=(self.x.shape[1], self.x.shape[3]),
             out_shape=(out.shape[1], out.shape[3]),
@@ -176,25 +264,27 @@ def _dyn_linear(
     act_ch: int,
     act_col: int,
     w_key: str,
+    weight: tuple[str, bool],
     w_col: int,
     out_ch: int,
     name: str,
 ) -> Var:
     """``[OC, S]`` = packed ``[act_ch, OC]`` weight block applied to the activation columns:
-    ``y[o, t] = sum_c act[c, t] * W[c, o]``."""
+    ``y[o, t] = sum_c act[c, t] * W[c, o]``; ``weight`` is (param, stored transposed?)."""
     act = k.f.token_major(k.region(act_key, 0, act_ch, act_col, k.dims.seq), f"{act_key}_tm")
-    y = k.f.linear(act, k.matrix(w_key, act_ch, w_col, out_ch), f"{name}_mm")
+    y = k.f.linear(act, k.matrix(w_key, *weight, act_ch, w_col, out_ch), f"{name}_mm")
     return k.f.channel_first(y, name)
 
 
 def sdpa_fwd(d: Dims) -> KernelSpec:
-    """RMSNormed x -> Q, K, V projections, RoPE, causal attention (GQA). Taps: Q, K (roped), V."""
+    """RMSNormed x -> Q, K, V projections, RoPE, causal attention (GQA). Taps: Q, K (roped), V,
+    read together as the span ``qkv``."""
     s, qd, kvd = d.seq, d.q_dim, d.kv_dim
     k = _KernelBuilder("sdpa_fwd", d, d.dim, s + qd + 2 * kvd)
     xn = k.f.token_major(k.region("xn", 0, d.dim, 0, s), "xn_tm")
-    q = k.f.linear(xn, k.matrix("wq_t", d.dim, s, qd), "q_mm")
-    kk = k.f.linear(xn, k.matrix("wk_t", d.dim, s + qd, kvd), "k_mm")
-    v = k.f.linear(xn, k.matrix("wv_t", d.dim, s + qd + kvd, kvd), "v_mm")
+    q = k.f.linear(xn, k.matrix("wq_t", "wq", True, d.dim, s, qd), "q_mm")
+    kk = k.f.linear(xn, k.matrix("wk_t", "wk", True, d.dim, s + qd, kvd), "k_mm")
+    v = k.f.linear(xn, k.matrix("wv_t", "wv", True, d.dim, s + qd + kvd, kvd), "v_mm")
     cos, sin = k.rope()
     q_rope = k.f.rope(k.f.heads(q, d.n_heads, "qh"), cos, sin, "q_rope")
     k_rope = k.f.rope(k.f.heads(kk, d.n_kv_heads, "kh"), cos, sin, "k_rope")
@@ -211,14 +301,16 @@ def sdpa_fwd(d: Dims) -> KernelSpec:
             ("q_rope", k.f.channel_first(q_rope, "q_rope_cf")),
             ("k_rope", k.f.channel_first(k_rope, "k_rope_cf")),
             ("v", k.f.channel_first(v, "v_cf")),
-        ]
+        ],
+        spans={"qkv": ("q_rope", "k_rope", "v")},
     )
 
 
 def wo_fwd(d: Dims) -> KernelSpec:
     """Attention output projection: o = Wo attn."""
     k = _KernelBuilder("wo_fwd", d, d.q_dim, d.seq + d.dim)
-    return k.finish([("o", _dyn_linear(k, "attn", d.q_dim, 0, "wo_t", d.seq, d.dim, "o"))])
+    o = _dyn_linear(k, "attn", d.q_dim, 0, "wo_t", ("wo", True), d.seq, d.dim, "o")
+    return k.finish([("o", o)])
 
 
 def ffn_fused(d: Dims) -> KernelSpec:
@@ -228,12 +320,13 @@ def ffn_fused(d: Dims) -> KernelSpec:
     k = _KernelBuilder("ffn_fused", d, d.dim, 2 * s + 3 * fh)
     xn = k.f.token_major(k.region("x2n", 0, d.dim, 0, s), "x2n_tm")
     x2 = k.region("x2", 0, d.dim, s, s)
-    h1 = k.f.linear(xn, k.matrix("w1_t", d.dim, 2 * s, fh), "h1_mm")
-    h3 = k.f.linear(xn, k.matrix("w3_t", d.dim, 2 * s + fh, fh), "h3_mm")
+    h1 = k.f.linear(xn, k.matrix("w1_t", "w1", True, d.dim, 2 * s, fh), "h1_mm")
+    h3 = k.f.linear(xn, k.matrix("w3_t", "w3", True, d.dim, 2 * s + fh, fh), "h3_mm")
     sig = k.b.sigmoid(h1, name="sig")
     silu = k.b.mul(h1, sig, name="silu")
     gate = k.b.mul(silu, h3, name="gate_tm")
-    w2 = k.matrix("w2", d.dim, 2 * s + 2 * fh, fh)  # W2 rows [D, FH], transposed by matmul
+    # W2 rows [D, FH], transposed by the matmul
+    w2 = k.matrix("w2", "w2", False, d.dim, 2 * s + 2 * fh, fh)
     ffn = k.f.channel_first(k.f.linear(gate, w2, "ffn_mm", transpose_w=True), "ffn")
     scaled = k.b.mul(ffn, k.f.scalar(d.res_alpha, "res_alpha"), name="ffn_scaled")
     x_next = k.b.add(x2, scaled, name="x_next")
@@ -248,37 +341,39 @@ def ffn_fused(d: Dims) -> KernelSpec:
 
 
 def ffn_bwd_w2t(d: Dims) -> KernelSpec:
-    """dsilu = W2^T dffn."""
+    """dgate = W2^T dffn."""
     k = _KernelBuilder("ffn_bwd_w2t", d, d.dim, d.seq + d.hidden)
-    return k.finish([("dgate", _dyn_linear(k, "dffn", d.dim, 0, "w2", d.seq, d.hidden, "dgate"))])
+    dgate = _dyn_linear(k, "dffn", d.dim, 0, "w2", ("w2", False), d.seq, d.hidden, "dgate")
+    return k.finish([("dgate", dgate)])
 
 
 def ffn_bwd_w13t(d: Dims) -> KernelSpec:
-    """dx = W1^T dh1 + W3^T dh3."""
+    """dx2n = W1^T dh1 + W3^T dh3."""
     s, fh = d.seq, d.hidden
     k = _KernelBuilder("ffn_bwd_w13t", d, fh, 2 * s + 2 * d.dim)
-    dx1 = _dyn_linear(k, "dh1", fh, 0, "w1", 2 * s, d.dim, "dx1")
-    dh3 = k.f.token_major(k.region("dh3", 0, fh, s, s), "dh3_tm")
-    dx3 = k.f.channel_first(
-        k.f.linear(dh3, k.matrix("w3", fh, 2 * s + d.dim, d.dim), "dx3_mm"), "dx3"
-    )
-    return k.finish([("dx", k.b.add(dx1, dx3, name="dx"))])
+    dx1 = _dyn_linear(k, "dh1", fh, 0, "w1", ("w1", False), 2 * s, d.dim, "dx1")
+    dx3 = _dyn_linear(k, "dh3", fh, s, "w3", ("w3", False), 2 * s + d.dim, d.dim, "dx3")
+    return k.finish([("dx2n", k.b.add(dx1, dx3, name="dx"))])
 
 
 def wot_bwd(d: Dims) -> KernelSpec:
-    """da = Wo^T dx2 (dx2 already scaled by alpha on the CPU)."""
+    """dao = Wo^T dattn, where dattn = alpha * dx2 is the attention branch's gradient."""
     k = _KernelBuilder("wot_bwd", d, d.dim, d.seq + d.q_dim)
-    return k.finish([("da", _dyn_linear(k, "dx2", d.dim, 0, "wo", d.seq, d.q_dim, "da"))])
+    dao = _dyn_linear(k, "dattn", d.dim, 0, "wo", ("wo", False), d.seq, d.q_dim, "da")
+    return k.finish([("dao", dao)])
 
 
 def sdpa_bwd1(d: Dims) -> KernelSpec:
-    """Recompute probs; dV = probs^T da (reduced to kv heads); dp = da V^T."""
+    """Recompute probs; dV = probs^T dao (reduced to kv heads); dp = dao V^T. The inputs
+    ``q_rope, k_rope, v`` form the span ``qkv`` (the forward's taps, in the same order); the
+    outputs ``probs, dp`` form the span ``scores`` (sdpa_bwd2's input, in the same order)."""
     s, qd, kvd = d.seq, d.q_dim, d.kv_dim
     k = _KernelBuilder("sdpa_bwd1", d, 2 * qd + 2 * kvd, s)
     q = k.f.heads_from_channels(k.region("q_rope", 0, qd, 0, s), d.n_heads, "q")
     kk = k.f.heads_from_channels(k.region("k_rope", qd, kvd, 0, s), d.n_kv_heads, "k")
     v = k.f.heads_from_channels(k.region("v", qd + kvd, kvd, 0, s), d.n_kv_heads, "v")
-    da = k.f.heads_from_channels(k.region("da", qd + 2 * kvd, qd, 0, s), d.n_heads, "da")
+    da = k.f.heads_from_channels(k.region("dao", qd + 2 * kvd, qd, 0, s), d.n_heads, "da")
+    k.input_span("qkv", ("q_rope", "k_rope", "v"))
     probs = k.f.causal_probs(q, k.f.gqa_tile(kk, d.group, "k_tile"), k.mask(), d.scale, "probs")
     dv_full = k.b.matmul(probs, da, k.f.true, k.f.false, name="dv_full")
     dv = k.f.gqa_reduce(dv_full, d.group, "dv_h")
@@ -289,12 +384,14 @@ def sdpa_bwd1(d: Dims) -> KernelSpec:
             ("dv", k.f.channel_first(dv, "dv")),
             ("probs", k.b.reshape(probs, flat, name="probs_flat")),
             ("dp", k.b.reshape(dp, flat, name="dp_flat")),
-        ]
+        ],
+        spans={"scores": ("probs", "dp")},
     )
 
 
 def sdpa_bwd2(d: Dims) -> KernelSpec:
-    """Softmax backward, dq = ds K, dk = ds^T Q (reduced to kv heads), then the RoPE backward."""
+    """Softmax backward, dq = ds K, dk = ds^T Q (reduced to kv heads), then the RoPE backward.
+    Input spans: ``scores`` (probs, dp) and ``qk`` (q_rope, k_rope)."""
     s, qd, kvd, sc = d.seq, d.q_dim, d.kv_dim, d.score_ch
     k = _KernelBuilder("sdpa_bwd2", d, 2 * sc + qd + kvd, s)
     heads4 = k.f.ints([1, d.n_heads, s, s], "sc4")
@@ -302,6 +399,8 @@ def sdpa_bwd2(d: Dims) -> KernelSpec:
     dp = k.b.reshape(k.region("dp", sc, sc, 0, s), heads4, name="dp")
     q = k.f.heads_from_channels(k.region("q_rope", 2 * sc, qd, 0, s), d.n_heads, "q")
     kk = k.f.heads_from_channels(k.region("k_rope", 2 * sc + qd, kvd, 0, s), d.n_kv_heads, "k")
+    k.input_span("scores", ("probs", "dp"))
+    k.input_span("qk", ("q_rope", "k_rope"))
     pdp = k.b.mul(probs, dp, name="pdp")
     row = k.b.reduce_sum(pdp, k.f.ints([-1], "row_ax"), k.f.true, name="row")
     centered = k.b.sub(dp, row, name="dpc")
@@ -315,21 +414,19 @@ def sdpa_bwd2(d: Dims) -> KernelSpec:
 
 
 def q_bwd(d: Dims) -> KernelSpec:
-    """dx_q = Wq^T dq."""
+    """dxn_q = Wq^T dq."""
     k = _KernelBuilder("q_bwd", d, d.q_dim, d.seq + d.dim)
-    return k.finish([("dx", _dyn_linear(k, "dq", d.q_dim, 0, "wq", d.seq, d.dim, "dx"))])
+    dx = _dyn_linear(k, "dq", d.q_dim, 0, "wq", ("wq", False), d.seq, d.dim, "dx")
+    return k.finish([("dxn_q", dx)])
 
 
 def kv_bwd(d: Dims) -> KernelSpec:
-    """dx_kv = Wk^T dk + Wv^T dv."""
+    """dxn_kv = Wk^T dk + Wv^T dv."""
     s, kvd = d.seq, d.kv_dim
     k = _KernelBuilder("kv_bwd", d, kvd, 2 * s + 2 * d.dim)
-    dxk = _dyn_linear(k, "dk", kvd, 0, "wk", 2 * s, d.dim, "dxk")
-    dv = k.f.token_major(k.region("dv", 0, kvd, s, s), "dv_tm")
-    dxv = k.f.channel_first(
-        k.f.linear(dv, k.matrix("wv", kvd, 2 * s + d.dim, d.dim), "dxv_mm"), "dxv"
-    )
-    return k.finish([("dx", k.b.add(dxk, dxv, name="dx"))])
+    dxk = _dyn_linear(k, "dk", kvd, 0, "wk", ("wk", False), 2 * s, d.dim, "dxk")
+    dxv = _dyn_linear(k, "dv", kvd, s, "wv", ("wv", False), 2 * s + d.dim, d.dim, "dxv")
+    return k.finish([("dxn_kv", k.b.add(dxk, dxv, name="dx"))])
 
 
 KERNELS = (

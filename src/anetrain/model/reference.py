@@ -8,8 +8,13 @@ backwards return the input gradient and accumulate weight gradients with ``+=``.
 
 Glossary: B batch, T time, D dim, H ffn hidden, NH/KVH query/kv heads, HD head dim,
 QD = NH*HD, KVD = KVH*HD, R = NH // KVH (query head h reads kv head h // R), V vocab.
-Maths: seed-inventory §5.4 (dataflow), §4.3 (interleaved RoPE, GQA). Deliberately *not* copied
-(§9.10): the CPU rmsnorm_bwd w-factor bug and the forward's ``h % KVH`` GQA pairing.
+RoPE rotates interleaved pairs ``(2i, 2i+1)`` (llama2.c's convention). Deliberately unlike
+maderix/ANE's CPU code: the RMSNorm backward applies ``w`` to the first term only (the original
+also scales the second, which is wrong), and GQA pairs query head ``h`` with kv head ``h // R``
+everywhere (its forward used ``h % KVH``).
+
+The training pipelines call these functions for their CPU parts (channel-first ``[C, S]``
+arrays pass as transposed views), so the math of a training step lives here only.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def rmsnorm_backward(
 ) -> np.ndarray:
     """dx = rrms * (w*dout - x * rrms^2 * sum(w*dout*x)/D); dw += sum(dout * x * rrms).
 
-    The ``w`` multiplies only the first term (maderix's CPU version also scales the second: §5.8).
+    The ``w`` multiplies only the first term (maderix/ANE's CPU version also scales the second).
     """
     D = x.shape[-1]
     dw += np.sum((dout * x * rrms).reshape(-1, D), axis=0)  # [D]
@@ -64,8 +69,19 @@ def matmul_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def matmul_backward(dw: np.ndarray, dout: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """dw [OUT,IN] += dout^T x (over all tokens); returns dx = dout @ w [...,IN]."""
-    dw += dout.reshape(-1, dout.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+    matmul_backward_weight(dw, dout, x)
     return dout @ w
+
+
+def matmul_backward_weight(
+    dw: np.ndarray, dout: np.ndarray, x: np.ndarray, scale: float = 1.0
+) -> None:
+    """The weight half of :func:`matmul_backward`: dw [OUT,IN] += scale * dout^T x.
+
+    The pipelines run the dx half on the ANE and this one on the CPU.
+    """
+    dwx = dout.reshape(-1, dout.shape[-1]).T @ x.reshape(-1, x.shape[-1])  # [OUT,IN]
+    dw += dwx if scale == 1.0 else scale * dwx
 
 
 def rope_tables(
@@ -106,7 +122,7 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> tuple[np.n
     R = NH // KVH
     qg = q.reshape(B, KVH, R, T, HD)  # [B,KVH,R,T,HD]
     scores = (qg @ k[:, :, None].swapaxes(-1, -2)) * HD**-0.5  # [B,KVH,R,T,T]
-    scores = np.where(_causal(T), scores, -np.inf)
+    scores = np.where(causal_mask(T), scores, -np.inf)
     scores -= scores.max(axis=-1, keepdims=True)
     att = np.exp(scores)
     att /= att.sum(axis=-1, keepdims=True)  # [B,KVH,R,T,T]
@@ -140,7 +156,7 @@ def swiglu_forward(h1: np.ndarray, h3: np.ndarray) -> np.ndarray:
 def swiglu_backward(
     dgate: np.ndarray, h1: np.ndarray, h3: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """dh1 = dgate*h3*sig*(1 + h1*(1-sig)), dh3 = dgate*silu(h1) (seed §5.4 step 2)."""
+    """dh1 = dgate*h3*sig*(1 + h1*(1-sig)), dh3 = dgate*silu(h1), sig = sigmoid(h1)."""
     sig = _sigmoid(h1)
     dh3 = dgate * h1 * sig
     dh1 = dgate * h3 * sig * (1.0 + h1 * (1.0 - sig))
@@ -159,13 +175,34 @@ def residual_backward(dout: np.ndarray, alpha: float) -> tuple[np.ndarray, np.nd
 
 def crossentropy_forward(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """logits [B,T,V], targets [B,T] -> losses [B,T] (-log p_target), probs [B,T,V]."""
-    m = logits.max(axis=-1, keepdims=True)  # [B,T,1]
-    e = np.exp(logits - m)  # [B,T,V]
-    z = e.sum(axis=-1, keepdims=True)  # [B,T,1]
-    probs = e / z
-    picked = np.take_along_axis(logits, targets[..., None], axis=-1)  # [B,T,1]
-    losses = (np.log(z) + m - picked)[..., 0]  # logsumexp - logit_target, [B,T]
-    return losses, probs
+    V = logits.shape[-1]
+    flat = logits.reshape(-1, V).copy()  # [N,V]
+    losses, probs = crossentropy_inplace(flat, targets.reshape(-1))  # [N], [N,V]
+    return losses.reshape(targets.shape), probs.reshape(logits.shape)
+
+
+def crossentropy_inplace(
+    logits: np.ndarray, targets: np.ndarray, dloss: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """logits [N,V] (overwritten), targets [N] in [0, V) -> losses [N], and in logits' buffer
+    probs [N,V], or with ``dloss`` the fused softmax + CE backward (probs - onehot) * dloss.
+
+    One exp pass over the largest array of a training step, no temporary of its size. Callers
+    with a compacted vocabulary pass the logits of the used ids and compacted targets.
+    """
+    rows = np.arange(logits.shape[0])
+    m = logits.max(axis=1, keepdims=True)  # [N,1]
+    picked = logits[rows, targets]  # [N]
+    logits -= m
+    e = np.exp(logits, out=logits)  # [N,V]
+    z = e.sum(axis=1, keepdims=True)  # [N,1]
+    losses = np.log(z[:, 0]) + m[:, 0] - picked  # logsumexp - logit_target
+    if dloss is None:
+        e /= z  # probs
+    else:
+        e *= dloss / z
+        e[rows, targets] -= dloss
+    return losses, e
 
 
 def crossentropy_softmax_backward(
@@ -424,16 +461,31 @@ def prefill(params: Params, tokens: np.ndarray, kv_cache: KVCache) -> np.ndarray
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """Overflow-free logistic: 0.5 * (1 + tanh(x/2))."""
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    """1 / (1 + exp(-x)) without overflow: exp's argument is capped where it would overflow,
+    which changes nothing but the result's last bits below sigmoid(-88) ~ 6e-39 (float32)."""
+    cap = _EXP_MAX[np.result_type(x, np.float32)]
+    return 1.0 / (1.0 + np.exp(np.minimum(-x, cap)))
+
+
+_EXP_MAX = {np.dtype(t): float(np.floor(np.log(np.finfo(t).max))) for t in (np.float32, np.float64)}
+
+# The additive causal mask's value: fp16's lowest finite. After the max shift exp() of it is 0,
+# and unlike -inf it survives fp16 storage and never makes 0 * inf = NaN in a backward.
+CAUSAL_MASK_VALUE = float(np.finfo(np.float16).min)  # -65504
 
 
 @functools.lru_cache(maxsize=8)
-def _causal(T: int) -> np.ndarray:
+def causal_mask(T: int) -> np.ndarray:
     """[T,T] bool, True where key position <= query position (read-only, cached per T)."""
     mask = np.tril(np.ones((T, T), dtype=bool))
     mask.flags.writeable = False
     return mask
+
+
+def additive_causal_mask(T: int) -> np.ndarray:
+    """[T,T] fp16: 0 where :func:`causal_mask` allows, :data:`CAUSAL_MASK_VALUE` elsewhere
+    (the ANE kernels add it to the scores before the softmax)."""
+    return np.where(causal_mask(T), 0.0, CAUSAL_MASK_VALUE).astype(np.float16)
 
 
 def _check_tokens(t: np.ndarray, cfg: ModelConfig, what: str) -> np.ndarray:

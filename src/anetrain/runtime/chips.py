@@ -50,6 +50,12 @@ class ChipProfile:
     def supports_op(self, op_type: str) -> bool:
         return op_type not in self.unsupported_ops
 
+    @property
+    def dialect(self) -> str:
+        """The MIL Builder target to emit for this chip: ``ios18`` (program(1.3)) where the
+        chip accepts it, else ``ios16`` (program(1.0), all that M1/M2 take)."""
+        return "ios18" if "1.3" in self.program_versions else "ios16"
+
 
 _FIELDS = {f.name for f in fields(ChipProfile)}
 _TUPLES = ("program_versions", "opsets", "io_dtypes", "notes")

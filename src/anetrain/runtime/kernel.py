@@ -36,16 +36,15 @@ def check_qos(qos: int) -> int:
 
 @dataclass
 class PerfStats:
-    """Timing of the last evaluation.
+    """What the backend measured at the last evaluation (modeled times come from
+    :func:`anetrain.perfmodel.modeled_ns`, which any caller can ask beside any backend).
 
     ``wall_ns``: host wall-clock time of the eval call (surface conversion included).
     ``hw_ns``: hardware execution time when the backend can report it (``hwExecutionTime``).
-    ``modeled_ns``: predicted ANE time from the performance model (None until it exists).
     """
 
     wall_ns: int | None = None
     hw_ns: int | None = None
-    modeled_ns: int | None = None
     evals: int = 0
 
 

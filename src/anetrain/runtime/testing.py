@@ -15,14 +15,7 @@ import numpy as np
 from anetrain.mil import FP16, Builder, Program, Var
 from anetrain.mil.blob import BlobWriter
 from anetrain.mil.types import INT32
-from anetrain.runtime.chips import ChipProfile
-
-MASK_NEG = -65504.0  # fp16 lowest finite: the original's additive causal mask value
-
-
-def target_for(chip: ChipProfile) -> str:
-    """The Builder target a chip accepts: ios18 where program(1.3) is allowed, else ios16."""
-    return "ios18" if "1.3" in chip.program_versions else "ios16"
+from anetrain.model.reference import additive_causal_mask
 
 
 MIN_WIDTH = 32  # Espresso and ironmill report eval failures for [1, C, 1, S] with S under 32
@@ -164,8 +157,8 @@ def rmsnorm_bwd_ref(x: np.ndarray, dy: np.ndarray, w: np.ndarray, eps: float = 1
 
 
 def causal_mask(seq: int) -> np.ndarray:
-    """``[seq, seq]``: 0 where key <= query, else -65504 (the original's mask blob)."""
-    return np.where(np.tril(np.ones((seq, seq), bool)), 0.0, MASK_NEG).astype(np.float16)
+    """``[seq, seq]`` fp16: 0 where key <= query, else fp16's lowest finite (additive)."""
+    return additive_causal_mask(seq)
 
 
 def attention_program(heads: int, head_dim: int, seq: int, target: str = "ios18"):

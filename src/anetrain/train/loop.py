@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from anetrain import perfmodel
 from anetrain.data.tokens import TokenFile
 from anetrain.errors import AnetrainError
 from anetrain.fsutil import atomic_write, atomic_writer, remove_stale_temps
@@ -30,6 +31,7 @@ from anetrain.mil.types import FP16, FP32
 from anetrain.model import reference
 from anetrain.model.config import ModelConfig
 from anetrain.model.params import Params, init_params
+from anetrain.runfolder import CKPT_BEST, CKPT_LAST, METRICS, phase_key
 from anetrain.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -42,8 +44,6 @@ from anetrain.train.pipeline import DynamicPipeline, used_token_ids
 from anetrain.train.scaler import LossScaler
 from anetrain.train.schedule import CosineSchedule
 
-LAST = "ckpt_last.safetensors"
-BEST = "ckpt_best.safetensors"
 # Consecutive steps with non-finite gradients or loss after which the run stops: the dynamic
 # scaler has backed off to its floor long before, so the model itself has diverged.
 MAX_BAD_STEPS = 25
@@ -106,7 +106,7 @@ class StepRecord:
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "phases"}
         out["type"] = "step"
-        out.update({f"{k}_ms": v for k, v in self.phases.items()})
+        out.update({phase_key(k): v for k, v in self.phases.items()})
         return out
 
 
@@ -165,7 +165,7 @@ class Trainer:
         self.kernel_ms = 0.0
         self.out.mkdir(parents=True, exist_ok=True)  # only once the kernels compiled
         remove_stale_temps(self.out)  # left by a run killed during an atomic write
-        metrics = self.out / "metrics.jsonl"
+        metrics = self.out / METRICS
         if resume and metrics.exists():
             atomic_write(metrics, _metrics_upto(metrics, self.step).encode())
         self._metrics = metrics.open("a" if resume else "w")
@@ -173,7 +173,7 @@ class Trainer:
     # ---- state ----------------------------------------------------------------------------
 
     def _resume(self) -> None:
-        path = self.out / LAST
+        path = self.out / CKPT_LAST
         if not path.exists():
             raise TrainError(f"--resume: no checkpoint at {path}; start without --resume")
         step = read_metadata(path)["step"]
@@ -234,7 +234,7 @@ class Trainer:
         else:
             improved = False
         try:
-            path = save_checkpoint(self.out / LAST, self.checkpoint())
+            path = save_checkpoint(self.out / CKPT_LAST, self.checkpoint())
         except CheckpointError as err:
             raise TrainError(
                 f"{err}; the checkpoint already there is intact: fix the cause and continue "
@@ -242,11 +242,11 @@ class Trainer:
             ) from err
         if improved:
             try:
-                with path.open("rb") as src, atomic_writer(self.out / BEST) as dst:
+                with path.open("rb") as src, atomic_writer(self.out / CKPT_BEST) as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
             except OSError as err:
                 raise CheckpointError(
-                    f"{self.out / BEST}: cannot write the best checkpoint "
+                    f"{self.out / CKPT_BEST}: cannot write the best checkpoint "
                     f"({err.strerror or err}); {path} is intact: fix the cause and continue "
                     "with --resume"
                 ) from err
@@ -276,7 +276,7 @@ class Trainer:
             if not np.isfinite(self.params.flat).all():
                 raise TrainError(
                     f"step {self.step + 1} made the weights non-finite (lr {lr:.3g}); nothing "
-                    f"was saved, {self.out / LAST} holds the last good checkpoint: lower --lr "
+                    f"was saved, {self.out / CKPT_LAST} holds the last good checkpoint: lower --lr "
                     "and resume"
                 )
             self.pipeline.stage_weights(self.params)
@@ -333,7 +333,7 @@ class Trainer:
                     raise TrainError(
                         f"{self.bad_steps} steps in a row gave non-finite gradients or loss "
                         f"(loss scale {self.scaler.scale:g}): training diverged at step "
-                        f"{self.step}; {self.out / LAST} holds the last good checkpoint: lower "
+                        f"{self.step}; {self.out / CKPT_LAST} holds the last good checkpoint: lower "
                         "--lr (or --loss-scale) and resume"
                     )
                 first_loss = record.loss if first_loss is None else first_loss
@@ -357,6 +357,17 @@ class Trainer:
         summary["interrupted"] = stop.requested
         return summary
 
+    def modeled_ms_per_window(self) -> float | None:
+        """The performance model's ANE time for one window's kernel evals (each kernel once per
+        layer) on this run's chip, whatever the backend; None when the chip has no model."""
+        chip = self.pipeline.backend.chip
+        per_layer = [
+            perfmodel.modeled_ns(s.model.program, chip) for s in self.pipeline.specs.values()
+        ]
+        if any(t is None for t in per_layer):
+            return None
+        return sum(per_layer) * self.model.n_layers / 1e6  # type: ignore[arg-type]
+
     def summary(self, wall_s: float, first_loss: float | None) -> dict[str, Any]:
         steps_run = len(self.history)
         flops = self.pipeline.flops_per_window() * self.cfg.accum * steps_run
@@ -364,7 +375,7 @@ class Trainer:
         chip = self.pipeline.backend.chip
         tflops = flops / kernel_s / 1e12 if kernel_s > 0 else math.nan
         peak = (chip.rated_tops or math.nan) / 2  # rated figures are INT8 TOPS
-        modeled = self.pipeline.modeled_ms_per_window()
+        modeled = self.modeled_ms_per_window()
         modeled_step = None if modeled is None else modeled * self.cfg.accum
         modeled_tflops = (
             flops / steps_run / (modeled_step / 1e3) / 1e12 if modeled_step and steps_run else None
@@ -407,7 +418,7 @@ class Trainer:
         except OSError as err:
             raise TrainError(
                 f"{err.filename or self.out}: {err.strerror or err} at step {self.step}; the last "
-                f"checkpoint {self.out / LAST} is intact: fix the cause (free space, permissions) "
+                f"checkpoint {self.out / CKPT_LAST} is intact: fix the cause (free space, permissions) "
                 "and continue with --resume"
             ) from err
         finally:

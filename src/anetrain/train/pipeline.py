@@ -1,67 +1,49 @@
-"""One training step through the dynamic ANE kernel pipeline (seed-inventory §5.4, dynamic).
+"""One training step through the dynamic ANE kernel pipeline.
 
 Forward and backward-dx run in the ten kernels of :mod:`anetrain.kernels.dynamic`, each compiled
 once and shared by all layers: every layer owns a pre-staged input surface per weight-bearing
-kernel, bound to the kernel by its own request. The CPU does RMSNorm, the residual adds, SiLU
-backward, the classifier and cross-entropy, and the weight gradients (BLAS on a worker thread,
-overlapped with kernel evaluation and waited for lazily).
+kernel, bound to the kernel by its own request. The CPU parts (RMSNorm, residual adds, SwiGLU
+backward, the classifier and cross-entropy, the weight gradients) are the functions of
+:mod:`anetrain.model.reference`; the weight-gradient GEMMs run on a worker thread, overlapped
+with kernel evaluation and waited for lazily. :meth:`DynamicPipeline._layer_forward` and
+:meth:`DynamicPipeline._layer_backward` read line for line like
+:func:`~anetrain.model.reference.layer_forward` / :func:`~anetrain.model.reference.layer_backward`.
 
 Activations are channel-first ``[C, S]`` (the surface layout); weights are ``[out, in]``.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from anetrain import runtime
-from anetrain.kernels.dynamic import Dims, KernelSpec, Region, build_kernels
+from anetrain.errors import AnetrainError
+from anetrain.kernels.dynamic import Dims, KernelSpec, build_kernels
 from anetrain.mil.types import FP16, DType
 from anetrain.model.config import ModelConfig
-from anetrain.model.params import Params
-from anetrain.model.reference import rmsnorm_backward, rmsnorm_forward
+from anetrain.model.params import LayerParams, Params
+from anetrain.model.reference import (
+    crossentropy_inplace,
+    matmul_backward_weight,
+    residual_backward,
+    residual_forward,
+    rmsnorm_backward,
+    rmsnorm_forward,
+    swiglu_backward,
+)
+from anetrain.runfolder import PHASES
+from anetrain.train.calls import BoundKernel, PhaseTimer
 
 FORWARD_KERNELS = ("sdpa_fwd", "wo_fwd", "ffn_fused")
-PHASES = ("kernels", "io", "classifier", "elementwise", "rmsnorm", "blas_wait")
-
-# kernel -> {input region -> (param name, transposed?)}: what weight staging writes
-WEIGHT_REGIONS: dict[str, dict[str, tuple[str, bool]]] = {
-    "sdpa_fwd": {"wq_t": ("wq", True), "wk_t": ("wk", True), "wv_t": ("wv", True)},
-    "wo_fwd": {"wo_t": ("wo", True)},
-    "ffn_fused": {"w1_t": ("w1", True), "w3_t": ("w3", True), "w2": ("w2", False)},
-    "ffn_bwd_w2t": {"w2": ("w2", False)},
-    "ffn_bwd_w13t": {"w1": ("w1", False), "w3": ("w3", False)},
-    "wot_bwd": {"wo": ("wo", False)},
-    "q_bwd": {"wq": ("wq", False)},
-    "kv_bwd": {"wk": ("wk", False), "wv": ("wv", False)},
-}
 
 
-class PhaseTimer:
-    """Accumulates wall time per phase (ms) for the per-step telemetry."""
-
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[phase] += (time.perf_counter() - start) * 1e3
-
-    def take(self) -> dict[str, float]:
-        out = {p: round(self.ms.get(p, 0.0), 3) for p in PHASES}
-        self.ms.clear()
-        return out
+class WeightsNotStaged(AnetrainError, RuntimeError):
+    """A window was run before any weights were written into the kernels' surfaces."""
 
 
 @dataclass
@@ -81,16 +63,9 @@ class LayerActs:
     gate: np.ndarray  # [H, S] silu(h1) * h3
 
 
-@dataclass
-class StepResult:
-    loss: float
-    n_tokens: int
-    phases: dict[str, float] = field(default_factory=dict)
-
-
 class CompactVocab:
-    """Classifier rows for the token ids the data uses (seed §5.2): the softmax runs over the
-    used vocabulary only, which is what makes a 32K (or 152K) classifier affordable."""
+    """Classifier rows for the token ids the data uses: the softmax runs over the used
+    vocabulary only (as maderix/ANE does), which makes a 32K (or 152K) classifier affordable."""
 
     def __init__(self, used_ids: np.ndarray | None, vocab_size: int) -> None:
         if used_ids is None:
@@ -128,11 +103,9 @@ class DynamicPipeline:
         be = backend if isinstance(backend, runtime.Backend) else runtime.get_backend(backend, chip)
         self.backend = be
         self.config = config
-        # M1/M2 take only the program(1.0)/ios16 dialect; the kernels use no newer op
-        target = "ios18" if "1.3" in be.chip.program_versions else "ios16"
-        self.dims = Dims.from_config(config, dtype, target)
+        self.dims = Dims.from_config(config, dtype, be.chip.dialect)
         self.vocab = CompactVocab(used_ids, config.vocab_size)
-        self.timer = PhaseTimer()
+        self.timer = PhaseTimer(PHASES)
         self.forward_only = forward_only  # compile just the three forward kernels (prefill)
         self.specs: dict[str, KernelSpec] = {
             name: spec
@@ -145,16 +118,15 @@ class DynamicPipeline:
             for name, spec in self.specs.items()
         }
         self.compile_s = time.perf_counter() - start
-        L = config.n_layers
-        self.layer_in = {
-            name: [self.kernels[name].new_surface() for _ in range(L)]
-            for name in WEIGHT_REGIONS
-            if name in self.kernels
+        # weight-bearing kernels get one input surface per layer; the others use their own
+        self.k = {
+            name: BoundKernel(
+                spec, self.kernels[name], self.timer, config.n_layers * bool(spec.weights)
+            )
+            for name, spec in self.specs.items()
         }
-        self.requests = {
-            name: [self.kernels[name].request(s) for s in surfaces]
-            for name, surfaces in self.layer_in.items()
-        }
+        self.staged = False
+        self._g = 1.0  # grad_scale of the window in flight
         # Two cores, two threads of BLAS work: the main thread (kernels, classifier) and one
         # worker (weight gradients), each with single-threaded BLAS so they never oversubscribe.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dw") if overlap_blas else None
@@ -162,52 +134,42 @@ class DynamicPipeline:
         self._pending: list[Future[None]] = []
         self._blas_limits = _single_threaded_blas() if overlap_blas else None
 
-    # ---- surfaces -------------------------------------------------------------------------
-
-    @staticmethod
-    def _write(surface: runtime.Surface, region: Region, data: np.ndarray) -> None:
-        """Write fp32 ``data`` ``[channels, width]`` into ``region`` (rounding to fp16)."""
-        surface.write_block(data, region.ch, region.col)
-
-    @staticmethod
-    def _read(surface: runtime.Surface, region: Region) -> np.ndarray:
-        """Output block ``region`` as float32 ``[channels, S]``."""
-        return surface.read(region.ch, region.channels)
-
-    @staticmethod
-    def _copy(
-        dst: runtime.Surface, dst_region: Region, src: runtime.Surface, src_region: Region
-    ) -> None:
-        """Surface-to-surface copy of an output block into an input region (io_copy)."""
-        dst.copy_from(
-            src,
-            dst_ch=dst_region.ch,
-            src_ch=src_region.ch,
-            channels=src_region.channels,
-            dst_col=dst_region.col,
-        )
-
     def stage_weights(self, params: Params) -> None:
         """Write every layer's weights into its input surfaces (after init and each update)."""
-        with self.timer("io"):
-            for kernel, regions in WEIGHT_REGIONS.items():
-                if kernel not in self.specs:
-                    continue
-                spec = self.specs[kernel]
-                for layer, surface in enumerate(self.layer_in[kernel]):
-                    for region_name, (param, transposed) in regions.items():
-                        w = params[param][layer]
-                        self._write(surface, spec.inputs[region_name], w.T if transposed else w)
+        for bound in self.k.values():
+            bound.stage(params)
+        self.staged = True
 
-    # ---- eval -----------------------------------------------------------------------------
+    # ---- CPU work ---------------------------------------------------------------------------
 
-    def _eval(self, kernel: str, layer: int | None = None) -> runtime.Surface:
-        with self.timer("kernels"):
-            if layer is None:
-                self.kernels[kernel].eval()
-            else:
-                self.requests[kernel][layer].eval()
-        return self.kernels[kernel].output
+    def _rmsnorm(self, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Channel-first RMSNorm: x [D, S] -> out [D, S], rrms [S, 1]."""
+        with self.timer("rmsnorm"):
+            out_t, rrms = rmsnorm_forward(x.T, w, self.config.norm_eps)
+            return np.ascontiguousarray(out_t.T), rrms
+
+    def _rmsnorm_backward(
+        self, dw: np.ndarray, dout: np.ndarray, x: np.ndarray, w: np.ndarray, rrms: np.ndarray
+    ) -> np.ndarray:
+        """Channel-first RMSNorm backward; ``dw`` gets ``grad_scale`` times its gradient."""
+        with self.timer("rmsnorm"):
+            tmp = np.zeros_like(dw)
+            dx_t = rmsnorm_backward(tmp, dout.T, x.T, w, rrms)
+            dw += self._g * tmp
+            return np.ascontiguousarray(dx_t.T)
+
+    def _elementwise(self, fn: Callable[..., object], *args: object) -> object:
+        return self.timer.run("elementwise", fn, *args)
+
+    def _dw(self, *terms: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Deferred ``dw += grad_scale * dout @ x^T`` per ``(dw, dout [OUT, S], x [IN, S])``."""
+        g = self._g
+
+        def run() -> None:
+            for dw, dout, x in terms:
+                matmul_backward_weight(dw, dout.T, x.T, g)
+
+        self._defer(run)
 
     def _matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``a @ b`` split in two over the main thread and a helper thread (each with
@@ -245,49 +207,42 @@ class DynamicPipeline:
     def forward(self, params: Params, tokens: np.ndarray) -> tuple[np.ndarray, list[LayerActs]]:
         """Run one window through the forward kernels: the final residual stream ``[D, S]``
         and, per layer, what the backward needs (including the K/V taps a KV cache wants)."""
-        cfg, d = self.config, self.dims
-        S, L, alpha = d.seq, cfg.n_layers, d.res_alpha
+        S = self.dims.seq
+        if not self.staged:
+            raise WeightsNotStaged(
+                "no weights in the kernels' input surfaces yet; call stage_weights(params) "
+                "before running a window (and again after every update)"
+            )
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.shape != (S,):
             raise ValueError(f"tokens must have shape [{S}], got {list(tokens.shape)}")
-        # embedding: x [D, S]
         with self.timer("elementwise"):
-            x = np.ascontiguousarray(params["embed"][tokens].T)
+            x = np.ascontiguousarray(params["embed"][tokens].T)  # [D, S]
         acts: list[LayerActs] = []
-        for layer in range(L):
-            lp = params.layer(layer)
-            with self.timer("rmsnorm"):
-                xn_t, rrms1 = rmsnorm_forward(x.T, lp.rms_att, cfg.norm_eps)
-                xn = np.ascontiguousarray(xn_t.T)
-            sdpa_spec = self.specs["sdpa_fwd"]
-            with self.timer("io"):
-                self._write(self.layer_in["sdpa_fwd"][layer], sdpa_spec.inputs["xn"], xn)
-            out = self._eval("sdpa_fwd", layer)
-            o = sdpa_spec.outputs
-            with self.timer("io"):
-                wo_in = self.layer_in["wo_fwd"][layer]
-                self._copy(wo_in, self.specs["wo_fwd"].inputs["attn"], out, o["attn"])
-                attn = self._read(out, o["attn"])
-                qkv = out.read(o["q_rope"].ch, o["v"].ch + o["v"].channels - o["q_rope"].ch)
-            o_out = self._read(self._eval("wo_fwd", layer), self.specs["wo_fwd"].outputs["o"])
-            with self.timer("elementwise"):
-                x2 = x + alpha * o_out
-            with self.timer("rmsnorm"):
-                x2n_t, rrms2 = rmsnorm_forward(x2.T, lp.rms_ffn, cfg.norm_eps)
-                x2n = np.ascontiguousarray(x2n_t.T)
-            ffn_spec = self.specs["ffn_fused"]
-            with self.timer("io"):
-                ffn_in = self.layer_in["ffn_fused"][layer]
-                self._write(ffn_in, ffn_spec.inputs["x2n"], x2n)
-                self._write(ffn_in, ffn_spec.inputs["x2"], x2)
-            out = self._eval("ffn_fused", layer)
-            fo = ffn_spec.outputs
-            with self.timer("io"):
-                x_next = self._read(out, fo["x_next"])
-                h1, h3, gate = (self._read(out, fo[k]) for k in ("h1", "h3", "gate"))
-            acts.append(LayerActs(x, xn, rrms1, attn, qkv, x2, x2n, rrms2, h1, h3, gate))
-            x = x_next
+        for layer in range(self.config.n_layers):
+            x, a = self._layer_forward(layer, params.layer(layer), x)
+            acts.append(a)
         return x, acts
+
+    def _layer_forward(
+        self, layer: int, p: LayerParams, x: np.ndarray
+    ) -> tuple[np.ndarray, LayerActs]:
+        """One block, as :func:`reference.layer_forward`. x [D, S] -> x_next [D, S]."""
+        k, alpha = self.k, self.dims.res_alpha
+        # attention rmsnorm
+        xn, rrms1 = self._rmsnorm(x, p.rms_att)  # [D,S], [S,1]
+        # qkv projections, RoPE, causal GQA attention (one kernel)
+        att = k["sdpa_fwd"](layer, xn=xn)  # attn [QD,S]; taps qkv [QD+2KVD,S]
+        # output projection, residual
+        o = k["wo_fwd"](layer, attn=att.tap("attn"))["o"]  # [D,S]
+        x2 = self._elementwise(residual_forward, x, o, alpha)  # [D,S]
+        # ffn rmsnorm, SwiGLU, residual (one kernel)
+        x2n, rrms2 = self._rmsnorm(x2, p.rms_ffn)  # [D,S], [S,1]
+        ffn = k["ffn_fused"](layer, x2n=x2n, x2=x2)  # x_next [D,S]; taps h1, h3, gate [H,S]
+        acts = LayerActs(
+            x, xn, rrms1, att["attn"], att["qkv"], x2, x2n, rrms2, ffn["h1"], ffn["h3"], ffn["gate"]
+        )
+        return ffn["x_next"], acts
 
     def forward_backward(
         self,
@@ -300,44 +255,37 @@ class DynamicPipeline:
     ) -> float:
         """Mean cross-entropy of one window; adds ``loss_scale * grad_scale * dLoss/dW`` to
         ``grads`` (deferred: call :meth:`wait` before reading them)."""
-        cfg, d = self.config, self.dims
-        S, L = d.seq, cfg.n_layers
+        cfg, S = self.config, self.dims.seq
         if self.forward_only:
             raise RuntimeError("this pipeline compiled only the forward kernels")
         tokens = np.asarray(tokens, dtype=np.int64)
         if np.shape(targets) != (S,):
             raise ValueError(f"tokens and targets must have shape [{S}]")
+        self._g = g = grad_scale
         x, acts = self.forward(params, tokens)
 
-        # final norm, classifier over the compact vocabulary, cross-entropy
-        with self.timer("rmsnorm"):
-            xf_t, rrmsf = rmsnorm_forward(x.T, params["rms_final"], cfg.norm_eps)  # [S, D]
+        # final norm, tied classifier over the compact vocabulary, fused softmax + CE backward
+        xf, rrmsf = self._rmsnorm(x, params["rms_final"])  # [D,S], [S,1]
         with self.timer("classifier"):
             ids = self.vocab.rows
-            cembed = params["embed"][ids]  # [CV, D] (a view when every id is used)
-            logits = self._matmul(xf_t, cembed.T)  # [S, CV]
+            cembed = params["embed"][ids]  # [CV,D] (a view when every id is used)
+            xf_t = xf.T  # [S,D]
+            logits = self._matmul(xf_t, cembed.T)  # [S,CV]
             ct = self.vocab.compact(np.asarray(targets, dtype=np.int64))
-            m = logits.max(axis=1, keepdims=True)
-            picked = logits[np.arange(S), ct]
-            logits -= m
-            dlogits = np.exp(logits, out=logits)  # [S, CV], in place
-            z = dlogits.sum(axis=1, keepdims=True)
-            loss = float(np.mean(np.log(z[:, 0]) + m[:, 0] - picked))
-            dlogits *= (loss_scale / S) / z  # softmax, scaled
-            dlogits[np.arange(S), ct] -= loss_scale / S
-            dxf_t = self._matmul(dlogits, cembed)  # [S, D]
-            g = grad_scale
+            losses, dlogits = crossentropy_inplace(logits, ct, loss_scale / S)  # [S], [S,CV]
+            dxf = self._matmul(dlogits, cembed).T  # [D,S]
             gembed = grads["embed"]
 
             def classifier_dw(dl: np.ndarray = dlogits, xf: np.ndarray = xf_t) -> None:
                 gembed[ids] += g * (dl.T @ xf)
 
             self._defer(classifier_dw)
-        with self.timer("rmsnorm"):
-            dx = self._rms_bwd(grads["rms_final"], dxf_t.T, x, params["rms_final"], rrmsf, g)
+        dx = self._rmsnorm_backward(grads["rms_final"], dxf, x, params["rms_final"], rrmsf)
 
-        for layer in reversed(range(L)):
-            dx = self._layer_backward(layer, params, grads, acts[layer], dx, g)
+        for layer in reversed(range(cfg.n_layers)):
+            dx = self._layer_backward(
+                layer, params.layer(layer), grads.layer(layer), acts[layer], dx
+            )
 
         with self.timer("elementwise"):
             ge = grads["embed"]
@@ -347,119 +295,36 @@ class DynamicPipeline:
                 np.add.at(ge, t, v)
 
             self._defer(embed_dw)
-        return loss
+        return float(np.mean(losses))
 
     def _layer_backward(
-        self, layer: int, params: Params, grads: Params, a: LayerActs, dy: np.ndarray, g: float
+        self, layer: int, p: LayerParams, dp: LayerParams, a: LayerActs, dx_next: np.ndarray
     ) -> np.ndarray:
-        """Backward of one block; ``dy`` is dLoss/d(layer output) ``[D, S]`` (loss-scaled)."""
-        d = self.dims
-        alpha = d.res_alpha
-        lp = params.layer(layer)
-        gl = grads.layer(layer)
-        spec = self.specs
-
-        # FFN branch: x_next = x2 + alpha * W2 gate
-        with self.timer("elementwise"):
-            dffn = alpha * dy
-        with self.timer("io"):
-            self._write(
-                self.layer_in["ffn_bwd_w2t"][layer], spec["ffn_bwd_w2t"].inputs["dffn"], dffn
-            )
-        out = self._eval("ffn_bwd_w2t", layer)
-        with self.timer("io"):
-            dgate = self._read(out, spec["ffn_bwd_w2t"].outputs["dgate"])
-        with self.timer("elementwise"):
-            sig = 1.0 / (1.0 + np.exp(-a.h1))
-            dh3 = dgate * a.h1 * sig
-            dh1 = dgate * a.h3 * sig * (1.0 + a.h1 * (1.0 - sig))
-        w13 = spec["ffn_bwd_w13t"]
-        with self.timer("io"):
-            surf = self.layer_in["ffn_bwd_w13t"][layer]
-            self._write(surf, w13.inputs["dh1"], dh1)
-            self._write(surf, w13.inputs["dh3"], dh3)
-        out = self._eval("ffn_bwd_w13t", layer)
-        with self.timer("io"):
-            dx2n = self._read(out, w13.outputs["dx"])
-
-        def ffn_dw(dffn: np.ndarray = dffn, dh1: np.ndarray = dh1, dh3: np.ndarray = dh3) -> None:
-            gl.w2[...] += g * (dffn @ a.gate.T)
-            gl.w1[...] += g * (dh1 @ a.x2n.T)
-            gl.w3[...] += g * (dh3 @ a.x2n.T)
-
-        self._defer(ffn_dw)
-        with self.timer("rmsnorm"):
-            dx2 = dy + self._rms_bwd(gl.rms_ffn, dx2n, a.x2, lp.rms_ffn, a.rrms2, g)
-
-        # attention branch: x2 = x + alpha * Wo attn
-        with self.timer("elementwise"):
-            do = alpha * dx2
-        with self.timer("io"):
-            self._write(self.layer_in["wot_bwd"][layer], spec["wot_bwd"].inputs["dx2"], do)
-        out = self._eval("wot_bwd", layer)
-        b1 = spec["sdpa_bwd1"]
-        with self.timer("io"):
-            bwd1_in = self.kernels["sdpa_bwd1"].input
-            qkv = b1.inputs
-            bwd1_in.write(a.qkv, qkv["q_rope"].ch)
-            self._copy(bwd1_in, qkv["da"], out, spec["wot_bwd"].outputs["da"])
-
-        def wo_dw(do: np.ndarray = do) -> None:
-            gl.wo[...] += g * (do @ a.attn.T)
-
-        self._defer(wo_dw)
-        out1 = self._eval("sdpa_bwd1")
-        b2 = spec["sdpa_bwd2"]
-        o1 = b1.outputs
-        with self.timer("io"):
-            bwd2_in = self.kernels["sdpa_bwd2"].input
-            bwd2_in.copy_from(
-                out1, dst_ch=b2.inputs["probs"].ch, src_ch=o1["probs"].ch, channels=2 * d.score_ch
-            )
-            bwd2_in.write(a.qkv[: d.q_dim + d.kv_dim], b2.inputs["q_rope"].ch)
-            dv = self._read(out1, o1["dv"])
-        out2 = self._eval("sdpa_bwd2")
-        with self.timer("io"):
-            dq = self._read(out2, b2.outputs["dq"])
-            dk = self._read(out2, b2.outputs["dk"])
-            kv_in = self.layer_in["kv_bwd"][layer]
-            self._copy(
-                self.layer_in["q_bwd"][layer], spec["q_bwd"].inputs["dq"], out2, b2.outputs["dq"]
-            )
-            self._copy(kv_in, spec["kv_bwd"].inputs["dk"], out2, b2.outputs["dk"])
-            self._copy(kv_in, spec["kv_bwd"].inputs["dv"], out1, o1["dv"])
-
-        def qkv_dw(dq: np.ndarray = dq, dk: np.ndarray = dk, dv: np.ndarray = dv) -> None:
-            gl.wq[...] += g * (dq @ a.xn.T)
-            gl.wk[...] += g * (dk @ a.xn.T)
-            gl.wv[...] += g * (dv @ a.xn.T)
-
-        self._defer(qkv_dw)
-        dxq = self._read(self._eval("q_bwd", layer), spec["q_bwd"].outputs["dx"])
-        dxkv = self._read(self._eval("kv_bwd", layer), spec["kv_bwd"].outputs["dx"])
-        with self.timer("rmsnorm"):
-            dxn = dxq + dxkv
-            return dx2 + self._rms_bwd(gl.rms_att, dxn, a.x, lp.rms_att, a.rrms1, g)
-
-    @staticmethod
-    def _rms_bwd(
-        dw: np.ndarray, dout: np.ndarray, x: np.ndarray, w: np.ndarray, rrms: np.ndarray, g: float
-    ) -> np.ndarray:
-        """Channel-first RMSNorm backward; ``dw`` gets ``g`` times its gradient."""
-        tmp = np.zeros_like(dw)
-        dx_t = rmsnorm_backward(tmp, dout.T, x.T, w, rrms)
-        dw += g * tmp
-        return np.ascontiguousarray(dx_t.T)
+        """The same list as :meth:`_layer_forward`, reversed, as :func:`reference.layer_backward`.
+        dx_next [D, S] (loss-scaled) -> dx [D, S]; weight gradients are deferred."""
+        k, alpha, QK = self.k, self.dims.res_alpha, self.dims.q_dim + self.dims.kv_dim
+        # ffn branch
+        dx2, dffn = self._elementwise(residual_backward, dx_next, alpha)  # [D,S] each
+        dgate = k["ffn_bwd_w2t"](layer, dffn=dffn)["dgate"]  # [H,S] W2^T dffn
+        dh1, dh3 = self._elementwise(swiglu_backward, dgate, a.h1, a.h3)  # [H,S] each
+        dx2n = k["ffn_bwd_w13t"](layer, dh1=dh1, dh3=dh3)["dx2n"]  # [D,S] W1^T dh1 + W3^T dh3
+        self._dw((dp.w2, dffn, a.gate), (dp.w1, dh1, a.x2n), (dp.w3, dh3, a.x2n))
+        dx2 = dx2 + self._rmsnorm_backward(dp.rms_ffn, dx2n, a.x2, p.rms_ffn, a.rrms2)  # [D,S]
+        # attention branch
+        dx, dattn = self._elementwise(residual_backward, dx2, alpha)  # [D,S] each
+        dao = k["wot_bwd"](layer, dattn=dattn).tap("dao")  # [QD,S] Wo^T dattn
+        self._dw((dp.wo, dattn, a.attn))
+        b1 = k["sdpa_bwd1"](qkv=a.qkv, dao=dao)  # dv [KVD,S]; scores (probs, dp) [2*NH*S,S]
+        b2 = k["sdpa_bwd2"](scores=b1.tap("scores"), qk=a.qkv[:QK])  # dq, dk pre-RoPE
+        dq, dk, dv = b2["dq"], b2["dk"], b1["dv"]  # [QD,S], [KVD,S], [KVD,S]
+        self._dw((dp.wq, dq, a.xn), (dp.wk, dk, a.xn), (dp.wv, dv, a.xn))
+        dxn = k["q_bwd"](layer, dq=b2.tap("dq"))["dxn_q"]  # [D,S] Wq^T dq
+        dxn = (
+            dxn + k["kv_bwd"](layer, dk=b2.tap("dk"), dv=b1.tap("dv"))["dxn_kv"]
+        )  # + Wk^T dk + Wv^T dv
+        return dx + self._rmsnorm_backward(dp.rms_att, dxn, a.x, p.rms_att, a.rrms1)  # [D,S]
 
     # ---- bookkeeping ----------------------------------------------------------------------
-
-    def modeled_ms_per_window(self) -> float | None:
-        """Performance-model ANE time of one window's kernel evals (10 per layer), or None
-        when the backend reports no modeled time."""
-        per_layer = [k.stats.modeled_ns for k in self.kernels.values()]
-        if any(t is None for t in per_layer):
-            return None
-        return sum(per_layer) * self.config.n_layers / 1e6  # type: ignore[arg-type]
 
     def flops_per_window(self) -> int:
         """Kernel FLOPs of one forward+backward window (all layers)."""
@@ -475,8 +340,8 @@ class DynamicPipeline:
         if self._blas_limits is not None:
             self._blas_limits.restore_original_limits()
             self._blas_limits = None
-        for k in self.kernels.values():
-            k.unload()
+        for kernel in self.kernels.values():
+            kernel.unload()
 
 
 def _single_threaded_blas() -> object | None:
@@ -492,7 +357,3 @@ def used_token_ids(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
     """Sorted ids that occur in ``tokens`` (for :class:`CompactVocab`)."""
     counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=vocab_size)
     return np.flatnonzero(counts)
-
-
-def kernel_tflops(flops: int, seconds: float) -> float:
-    return flops / seconds / 1e12 if seconds > 0 else math.nan

@@ -3,7 +3,6 @@ program against the chip profile and the planners' op set)."""
 
 from __future__ import annotations
 
-from anetrain.perfmodel import modeled_ns
 from anetrain.runtime.backend import Backend, CompileSource
 from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.sim.kernel import SimKernel
@@ -51,7 +50,6 @@ class SimBackend(Backend):
         )
         return SimKernel(
             plan,
-            modeled_ns(program, self.chip),
             name=source.name,
             backend=self.name,
             chip=self.chip,

@@ -17,11 +17,9 @@ from anetrain.runtime.surface import Surface, TensorSpec, ValueSurface
 class SimKernel(Kernel):
     """A :class:`Kernel` executed by NumPy from a compile-time :class:`Plan`."""
 
-    def __init__(self, plan: Plan, modeled_ns: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, plan: Plan, **kwargs: Any) -> None:
         self.plan = plan
         super().__init__(**kwargs)
-        # the perf model's ANE time for one eval, computed at compile (None: no chip params)
-        self.stats.modeled_ns = modeled_ns
 
     def _allocate_surface(self, spec: TensorSpec) -> Surface:
         """Value-stored surfaces: no fp16 encode/decode per eval (see :class:`ValueSurface`)."""

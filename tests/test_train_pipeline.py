@@ -16,11 +16,12 @@ import pytest
 
 from anetrain.data.corpus import builtin_dataset
 from anetrain.data.tokens import TokenFile
+from anetrain.errors import AnetrainError
 from anetrain.mil.types import FP16, FP32
 from anetrain.model.config import ModelConfig
 from anetrain.model.params import init_params
 from anetrain.train.loop import TrainConfig, Trainer
-from anetrain.train.pipeline import CompactVocab, DynamicPipeline
+from anetrain.train.pipeline import CompactVocab, DynamicPipeline, WeightsNotStaged
 
 CFG = ModelConfig(
     dim=32,
@@ -171,3 +172,49 @@ def test_m1_profile_gets_the_same_kernels_in_the_ios16_dialect() -> None:
         losses[chip] = pipe.forward_backward(params, params.zeros_like(), seq[:-1], seq[1:])
         pipe.close()
     assert losses["m1"] == losses["m4"]
+
+
+def test_a_window_before_any_staged_weights_is_refused() -> None:
+    """Unstaged surfaces hold zeros, which would train silently on garbage: a typed error."""
+    params = init_params(CFG, seed=0)
+    pipe = DynamicPipeline(CFG, backend="sim", overlap_blas=False)
+    tokens = np.zeros(CFG.seq_len, np.int64)
+    try:
+        with pytest.raises(WeightsNotStaged, match="stage_weights"):
+            pipe.forward_backward(params, params.zeros_like(), tokens, tokens)
+        with pytest.raises(WeightsNotStaged):
+            pipe.forward(params, tokens)
+        assert isinstance(WeightsNotStaged("x"), AnetrainError)
+        pipe.stage_weights(params)
+        assert math.isfinite(pipe.forward_backward(params, params.zeros_like(), tokens, tokens))
+    finally:
+        pipe.close()
+
+
+def test_every_kernel_evaluation_goes_through_the_call_helper(monkeypatch) -> None:
+    """One window: each of the ten kernels is evaluated once per layer, each through
+    BoundKernel.__call__ (so its io and kernel time land in the step's phases)."""
+    from anetrain.train.calls import BoundKernel
+
+    calls: list[str] = []
+    original = BoundKernel.__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.spec.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(BoundKernel, "__call__", counting)
+    params = init_params(CFG, seed=0)
+    pipe = DynamicPipeline(CFG, backend="sim", overlap_blas=False)
+    evals_before = sum(k.stats.evals for k in pipe.kernels.values())
+    try:
+        pipe.stage_weights(params)
+        tokens = np.arange(CFG.seq_len) % CFG.vocab_size
+        pipe.forward_backward(params, params.zeros_like(), tokens, tokens)
+        evals = sum(k.stats.evals for k in pipe.kernels.values()) - evals_before
+        assert evals == len(calls) == 10 * CFG.n_layers
+        assert sorted(set(calls)) == sorted(pipe.kernels)
+        phases = pipe.timer.take()
+        assert phases["kernels"] > 0 and phases["io"] > 0
+    finally:
+        pipe.close()

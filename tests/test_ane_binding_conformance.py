@@ -39,12 +39,18 @@ from anetrain.runtime.ane.objc_bridge import REQUEST_SELECTOR, AneCallError, des
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AneWorld:
     monkeypatch.setattr(ane_backend, "LOAD_RETRY_DELAY_S", 0.0)
-    runtime.reset_compile_count("ane")
     return AneWorld(tmp_path)
 
 
 def backend(world: AneWorld, chip: Any = "m4", **options: Any) -> ane_backend.AneBackend:
-    return ane_backend.AneBackend(chip, bridge=world.bridge(), **options)
+    b = ane_backend.AneBackend(chip, bridge=world.bridge(), **options)
+    world.__dict__.setdefault("backends", []).append(b)
+    return b
+
+
+def ane_compiles(world: AneWorld) -> int:
+    """Compiles counted by every backend this test made (each has its own budget)."""
+    return sum(b.compile_count for b in world.__dict__.get("backends", []))
 
 
 def softmax() -> Any:
@@ -219,7 +225,7 @@ def test_objc_exceptions_become_typed_errors_naming_the_selector(
         k.eval()
     text = str(info.value)
     assert selector in text and exc_name in text and "something went wrong" in text
-    assert runtime.compile_count("ane") == (1 if error == "EvalError" else 0)
+    assert ane_compiles(world) == (1 if error == "EvalError" else 0)
 
 
 def test_load_retry_applies_to_an_objc_exception(world: AneWorld) -> None:
@@ -298,7 +304,7 @@ def test_load_after_unload_reuses_the_folder_without_compiling(world: AneWorld) 
     assert folder is not None and folder.is_dir() and k.folder == folder
     k.load()
     k.eval()
-    assert world.compiles == 1 and runtime.compile_count("ane") == 1
+    assert world.compiles == 1 and ane_compiles(world) == 1
     k.unload()
     del k
     gc.collect()
@@ -317,7 +323,7 @@ def test_same_text_different_weights_never_share_stale_files(world: AneWorld) ->
     assert k1.folder == k2.folder  # hexStringIdentifier ignores the bytes
     k1.unload()
     k1.load()  # the folder now holds k2's files: rewrite and compile, never load k2's program
-    assert world.compiles == 3 and runtime.compile_count("ane") == 3
+    assert world.compiles == 3 and ane_compiles(world) == 3
     k2.unload()
     k2.load()
     assert world.compiles == 4
@@ -386,7 +392,7 @@ def test_programs_the_chip_cannot_run_fail_before_any_bridge_call(world: AneWorl
     b.returns(b.cast(b.cast(x, "fp32", name="up"), "fp16", name="y"))
     with pytest.raises(runtime.UnsupportedOpError, match="cast"):
         backend(world, "m1").compile(b.program())
-    assert world.calls == [] and runtime.compile_count("ane") == 0
+    assert world.calls == [] and ane_compiles(world) == 0
 
 
 # ---- the rest of the sequence: retries, cleanup, sharing, reuse, budget -----------------
@@ -397,7 +403,7 @@ def test_second_load_failure_is_a_compile_error_with_no_state_left(world: AneWor
     with pytest.raises(runtime.CompileError, match=r"failed twice.*busy"):
         backend(world).compile(softmax())
     assert world.calls.count("loadWithQoS:options:error:") == 2
-    assert list(world.root.iterdir()) == [] and runtime.compile_count("ane") == 0
+    assert list(world.root.iterdir()) == [] and ane_compiles(world) == 0
 
 
 def test_surface_failure_unloads_and_removes_the_folder(world: AneWorld) -> None:
@@ -405,7 +411,7 @@ def test_surface_failure_unloads_and_removes_the_folder(world: AneWorld) -> None
     with pytest.raises(runtime.SurfaceError, match="IOSurface"):
         backend(world).compile(softmax())
     assert world.calls[-1] == "unloadWithQoS:error:"
-    assert list(world.root.iterdir()) == [] and runtime.compile_count("ane") == 0
+    assert list(world.root.iterdir()) == [] and ane_compiles(world) == 0
 
 
 def test_reload_recompiles_when_the_load_fails(world: AneWorld) -> None:
@@ -413,7 +419,7 @@ def test_reload_recompiles_when_the_load_fails(world: AneWorld) -> None:
     k.unload()
     world.fail_at["loadWithQoS:options:error:"] = [NSErrorStandIn(5, "gone")] * 2
     k.load()  # load, retry, then compile again (counted) and load
-    assert k.loaded and world.compiles == 2 and runtime.compile_count("ane") == 2
+    assert k.loaded and world.compiles == 2 and ane_compiles(world) == 2
     k.unload()
     world.fail_at["loadWithQoS:options:error:"] = NSErrorStandIn(5, "gone")
     with pytest.raises(runtime.CompileError, match="gone"):

@@ -48,7 +48,6 @@ def sim_executor(desc: Any, inputs: list[bytes]) -> list[bytes]:
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AneWorld:
     monkeypatch.setattr(ane_backend, "LOAD_RETRY_DELAY_S", 0.0)
-    runtime.reset_compile_count("ane")
     w = AneWorld(tmp_path)
     w.executor = sim_executor
     return w

@@ -39,7 +39,6 @@ def test_doctor_json_fields(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["platform"]["python"] == ".".join(map(str, sys.version_info[:3]))
     assert report["libraries"]["numpy"]
     assert report["backends"]["sim"] == {"available": True, "reason": ""}
-    assert set(report["compile_count"]) >= {"sim", "ane"}
     chip = report["chip"]
     for key in ("program_versions", "opsets", "compile_budget", "max_dim", "sram_bytes"):
         assert key in chip

@@ -4,6 +4,7 @@ statement in the source, including the lazy ones inside functions."""
 from __future__ import annotations
 
 import ast
+import itertools
 from collections import defaultdict
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def test_no_cycles_between_subpackages() -> None:
     edges = import_graph()
     cycle = find_cycle(edges)
     if cycle:
-        where = [f"{a} -> {b} ({edges[a][b]})" for a, b in zip(cycle, cycle[1:], strict=False)]
+        where = [f"{a} -> {b} ({edges[a][b]})" for a, b in itertools.pairwise(cycle)]
         raise AssertionError("import cycle between subpackages:\n  " + "\n  ".join(where))
 
 

@@ -63,14 +63,6 @@ TOL = {FP32: 1e-5, FP16: 5e-3}
 CHAIN_TOL = {FP32: 1e-5, FP16: 1e-2}  # three fp16 kernels chained through rounded taps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fresh_compile_count():
-    """These tests compile 60 small kernels on their own large-budget backend; the count is
-    per process, so forget it afterwards and later modules keep the default simulated budget."""
-    yield
-    runtime.reset_compile_count("sim")
-
-
 @cache
 def _backend() -> runtime.Backend:
     return runtime.get_backend("sim", compile_budget=1_000_000)

@@ -68,11 +68,10 @@ def test_get_backend_ane_raises_and_auto_is_sim() -> None:
 def test_compiling_without_the_framework_fails_cleanly() -> None:
     from anetrain.runtime.ane import AneBackend
 
-    runtime.reset_compile_count("ane")
     backend = AneBackend("m4")
     with pytest.raises(runtime.BackendUnavailable, match="macOS"):
         backend.compile(T.softmax_program(8, 16))
-    assert runtime.compile_count("ane") == 0
+    assert backend.compile_count == 0
 
 
 @OFF_MAC

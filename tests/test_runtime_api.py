@@ -16,12 +16,6 @@ from anetrain.runtime import testing as T
 from anetrain.runtime.backend import Backend, CompileSource
 from anetrain.runtime.kernel import Kernel, Request
 
-
-@pytest.fixture(autouse=True)
-def _fresh_budget() -> None:
-    runtime.reset_compile_count("sim")
-
-
 # ---- registry ------------------------------------------------------------------------------
 
 
@@ -88,9 +82,9 @@ def test_register_backend_and_backend_instance() -> None:
     k = runtime.compile(T.softmax_program(4, 4), backend="echo")
     assert np.array_equal(k(np.full((4, 4), 2.0, np.float32)), np.full((1, 4, 1, 4), 2.0))
     assert k.stats.hw_ns == 1234
-    assert runtime.compile_count("echo") == 1
-    k2 = runtime.compile(T.softmax_program(4, 4, "ios16"), backend=EchoBackend("m1"))
-    assert k2.chip.name == "m1"
+    echo = EchoBackend("m1")
+    k2 = runtime.compile(T.softmax_program(4, 4, "ios16"), backend=echo)
+    assert k2.chip.name == "m1" and echo.compile_count == 1
     with pytest.raises(TypeError, match="Backend constructor"):
         runtime.compile(T.softmax_program(4, 4), backend=EchoBackend(), chip="m2")
     with pytest.raises(ValueError, match="module:attribute"):
@@ -148,16 +142,22 @@ def test_qos_is_validated() -> None:
         k.eval(qos=-1)
 
 
-def test_budget_counts_per_process_and_resets() -> None:
+def test_budget_counts_per_backend_instance() -> None:
     sim = runtime.get_backend("sim", compile_budget=3)
     prog = T.softmax_program(4, 4)
     for _ in range(3):
         sim.compile(prog)
-    assert runtime.compile_count("sim") == sim.compile_count == 3
-    with pytest.raises(runtime.CompileBudgetExceeded, match=r"3 of 3 compiles.*restart") as info:
+    assert sim.compile_count == 3
+    with pytest.raises(
+        runtime.CompileBudgetExceeded, match=r"3 of 3 compiles.*new process"
+    ) as info:
         sim.compile(prog)
     assert (info.value.used, info.value.budget) == (3, 3)
-    runtime.reset_compile_count("sim")
+    assert sim.compile_count == 3  # a refused compile is not counted
+    other = runtime.get_backend("sim", compile_budget=1)  # its own budget, nothing to reset
+    other.compile(prog)
+    assert (other.compile_count, sim.compile_count) == (1, 3)
+    sim.compile_budget = 4  # the limit can be raised on the instance
     sim.compile(prog)
 
 

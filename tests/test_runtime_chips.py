@@ -20,11 +20,6 @@ from anetrain.runtime.testing import conv_program, softmax_program
 FAMILIES = ["m1", "m2", "m3", "m4", "m5"]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_budget() -> None:
-    runtime.reset_compile_count("sim")
-
-
 def test_every_family_has_base_pro_max_ultra() -> None:
     names = set(chip_names())
     for fam in FAMILIES:

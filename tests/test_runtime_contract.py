@@ -40,8 +40,6 @@ def _check_floor(kernel: runtime.Kernel) -> runtime.Kernel:
 @pytest.fixture(params=_backend_params())
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> runtime.Backend:
     name = request.param
-    if name == "sim":
-        runtime.reset_compile_count("sim")  # simulated processes start fresh per test
     b = runtime.get_backend(name)
     compile_ = b.compile
     monkeypatch.setattr(b, "compile", lambda *a, **kw: _check_floor(compile_(*a, **kw)))

@@ -20,11 +20,6 @@ RNG = np.random.default_rng(7)
 MULTI = dataclasses.replace(runtime.get_chip("m4"), multi_input_allowed=True)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_budget() -> None:
-    runtime.reset_compile_count("sim")
-
-
 def run(
     build: Callable[[Builder], list[Var]],
     inputs: dict[str, np.ndarray],

@@ -17,7 +17,7 @@ from typing import Any
 
 from anetrain.mil.ir import Program
 from anetrain.runtime.backend import Backend, CompileSource, Weights
-from anetrain.runtime.budget import compile_count, reset_compile_count
+from anetrain.runtime.budget import CompileBudget
 from anetrain.runtime.chips import DEFAULT_CHIP, ChipProfile, chip_names, get_chip
 from anetrain.runtime.errors import (
     AneRuntimeError,
@@ -71,6 +71,7 @@ __all__ = [
     "BackendUnavailable",
     "ChipProfile",
     "ChipProfileError",
+    "CompileBudget",
     "CompileBudgetExceeded",
     "CompileError",
     "CompileSource",
@@ -90,12 +91,10 @@ __all__ = [
     "backend_status",
     "chip_names",
     "compile",
-    "compile_count",
     "get_backend",
     "get_chip",
     "io_copy",
     "io_read_fp16",
     "io_write_fp16_at",
     "register_backend",
-    "reset_compile_count",
 ]

@@ -19,7 +19,7 @@ from anetrain.mil.ir import Program
 from anetrain.mil.parser import parse_program
 from anetrain.mil.printer import print_program
 from anetrain.mil.validate import check_structure
-from anetrain.runtime import budget
+from anetrain.runtime.budget import CompileBudget
 from anetrain.runtime.chips import ChipProfile, get_chip
 from anetrain.runtime.errors import WeightsError
 from anetrain.runtime.kernel import DEFAULT_QOS, Kernel, check_qos
@@ -47,7 +47,8 @@ class Backend(ABC):
         self, chip: str | ChipProfile | None = None, *, compile_budget: int | None = None
     ) -> None:
         self.chip = get_chip(chip)
-        self.compile_budget = self.chip.compile_budget if compile_budget is None else compile_budget
+        limit = self.chip.compile_budget if compile_budget is None else compile_budget
+        self.budget = CompileBudget(self.name, limit)
 
     @classmethod
     @abstractmethod
@@ -60,8 +61,17 @@ class Backend(ABC):
 
     @property
     def compile_count(self) -> int:
-        """Compiles this backend kind has done in this process."""
-        return budget.compile_count(self.name)
+        """Compiles this backend instance has done."""
+        return self.budget.used
+
+    @property
+    def compile_budget(self) -> int:
+        """Compiles this backend instance may do in all."""
+        return self.budget.limit
+
+    @compile_budget.setter
+    def compile_budget(self, limit: int) -> None:
+        self.budget.limit = limit
 
     def compile(
         self,
@@ -77,7 +87,7 @@ class Backend(ABC):
         like the hardware, which bakes weights into the compiled program.
         """
         qos = check_qos(qos)
-        budget.check_budget(self.name, self.compile_budget)
+        self.budget.check()
         if isinstance(program, str):
             text, prog = program, parse_program(program)
         elif isinstance(program, Program):
@@ -96,7 +106,7 @@ class Backend(ABC):
         check_weight_keys(prog, snapshot)
         source = CompileSource(prog, text, snapshot, name or prog.main.name, qos)
         kernel = self._compile(source)
-        budget.record_compile(self.name)
+        self.budget.record()
         return kernel
 
     @abstractmethod

@@ -1,65 +1,44 @@
-"""The per-process compile counter: the ANE compiler leaks, so a process gets ~119 compiles.
+"""The compile budget: the ANE compiler leaks resources per compile, so a process gets ~119
+compiles (the chip profile's ``compile_budget``) before compiles start failing.
 
-Counting happens in :meth:`Backend.compile` after each successful compile, per backend name and
-per process (a forked child starts from zero, like a fresh ``exec``). The simulator enforces the
-same budget so budget-handling code (checkpoint + re-exec) is exercised on Linux.
+Each :class:`~anetrain.runtime.backend.Backend` instance owns one :class:`CompileBudget`, counted
+in :meth:`Backend.compile` after each successful compile (and by an ane kernel that has to
+recompile on reload). The simulator enforces the same budget, so code that must live within it
+is exercised on Linux. On the hardware the leak is per process: use one ``ane`` backend per
+process, and when the budget runs out, save a checkpoint and start a new process.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 
 from anetrain.runtime.errors import CompileBudgetExceeded
 
-_lock = threading.Lock()
-_counts: dict[str, int] = {}
-_pid = os.getpid()
 
+class CompileBudget:
+    """``limit`` compiles for one backend instance; ``used`` so far."""
 
-def _check_fork() -> None:
-    global _pid
-    if os.getpid() != _pid:
-        _pid = os.getpid()
-        _counts.clear()
+    def __init__(self, backend: str, limit: int) -> None:
+        self.backend = backend
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
 
+    def check(self) -> None:
+        """Raise :class:`CompileBudgetExceeded` if one more compile would exceed the limit."""
+        with self._lock:
+            used, limit = self.used, self.limit
+        if used >= limit:
+            raise CompileBudgetExceeded(
+                f"{self.backend}: compile budget exhausted ({used} of {limit} compiles used by "
+                "this backend; the ANE compiler leaks resources per compile). Save a "
+                "checkpoint and start a new process, or compile fewer kernels (dynamic weights).",
+                used=used,
+                budget=limit,
+            )
 
-def compile_count(backend: str) -> int:
-    """Successful compiles by ``backend`` in this process."""
-    with _lock:
-        _check_fork()
-        return _counts.get(backend, 0)
-
-
-def check_budget(backend: str, budget: int) -> None:
-    """Raise :class:`CompileBudgetExceeded` if one more compile would exceed ``budget``."""
-    used = compile_count(backend)
-    if used >= budget:
-        raise CompileBudgetExceeded(
-            f"{backend}: compile budget exhausted ({used} of {budget} compiles used in this "
-            "process; the ANE compiler leaks resources per compile). Save a checkpoint and "
-            "restart the process (os.execv), or compile fewer kernels (dynamic weights).",
-            used=used,
-            budget=budget,
-        )
-
-
-def record_compile(backend: str) -> int:
-    """Count one successful compile; returns the new count."""
-    with _lock:
-        _check_fork()
-        _counts[backend] = _counts.get(backend, 0) + 1
-        return _counts[backend]
-
-
-def reset_compile_count(backend: str | None = None) -> None:
-    """Forget the count (tests, or the simulator after a simulated restart).
-
-    This only resets bookkeeping: on real hardware the leak is still there, and only a new
-    process really starts afresh.
-    """
-    with _lock:
-        if backend is None:
-            _counts.clear()
-        else:
-            _counts.pop(backend, None)
+    def record(self) -> int:
+        """Count one successful compile; returns the new count."""
+        with self._lock:
+            self.used += 1
+            return self.used

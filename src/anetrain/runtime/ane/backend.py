@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from anetrain.mil.types import FP16, FP32
-from anetrain.runtime import budget
 from anetrain.runtime.ane.device import detect_chip
 from anetrain.runtime.ane.iosurface import AneSurface, surface_alloc_bytes
 from anetrain.runtime.ane.modeldir import MODEL_DIRS, weight_files
 from anetrain.runtime.ane.objc_bridge import AneCallError, bridge_status, load_bridge
 from anetrain.runtime.ane.selectors import perf_stats_mask
 from anetrain.runtime.backend import Backend, CompileSource
+from anetrain.runtime.budget import CompileBudget
 from anetrain.runtime.chips import DEFAULT_CHIP, ChipProfile
 from anetrain.runtime.errors import (
     CompileError,
@@ -104,7 +104,7 @@ class AneBackend(Backend):
             ident=ident,
             folder=folder,
             perf_stats=stats_ok,
-            compile_budget=self.compile_budget,
+            budget=self.budget,
             name=source.name,
             backend=self.name,
             chip=self.chip,
@@ -222,7 +222,7 @@ class AneKernel(Kernel):
         ident: str,
         folder: Path,
         perf_stats: bool,
-        compile_budget: int,
+        budget: CompileBudget,
         **kwargs: Any,
     ) -> None:
         # set before super().__init__, which allocates the default surfaces through the hooks
@@ -232,7 +232,7 @@ class AneKernel(Kernel):
         self._ident = ident
         self._folder = folder
         self._perf_stats = perf_stats
-        self._compile_budget = compile_budget
+        self._budget = budget
         # the folder holds the compiled artefacts load() needs again: kept until finalization
         self._release_folder = weakref.finalize(self, MODEL_DIRS.release, folder)
         chip = kwargs["chip"]
@@ -370,7 +370,7 @@ class AneKernel(Kernel):
                 return
             except CompileError:
                 pass
-        budget.check_budget(self.backend, self._compile_budget)
+        self._budget.check()
         _compile_model(bridge, self._model, self.qos, self.name)
         load_with_retry(bridge, self._model, self.qos, self.name)
-        budget.record_compile(self.backend)
+        self._budget.record()

@@ -71,6 +71,7 @@ def torch_step_fn(cfg: ModelConfig, params, tokens: np.ndarray, targets: np.ndar
 def anetrain_step_fn(pipe: DynamicPipeline, params, tokens: np.ndarray, targets: np.ndarray):
     grads = params.zeros_like()
     adam = AdamW(params.flat.size, params.decay_mask())
+    pipe.stage_weights(params)  # the first step needs weights in the surfaces too
 
     def step() -> float:
         grads.flat[...] = 0.0

@@ -144,7 +144,7 @@ def test_gqa_query_head_h_reads_kv_head_h_div_ratio() -> None:
         return res
 
     np.testing.assert_allclose(out, naive(lambda h: h // R), atol=1e-12)
-    # the maderix forward-kernel pairing (h % KVH, seed §4.3) is a different function
+    # the maderix forward-kernel pairing (h % KVH) is a different function
     assert not np.allclose(out, naive(lambda h: h % KVH))
     np.testing.assert_allclose(att.sum(-1), 1.0)
     assert np.all(np.triu(att, k=1) == 0)

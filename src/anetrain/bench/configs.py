@@ -1,4 +1,4 @@
-"""The original programs' configurations and the arithmetic of their tables (seed-inventory §1.2).
+"""The original programs' configurations and the arithmetic of their tables.
 
 "TFLOPS" is GFLOP per ms (1e9 / 1e-3 = 1e12). W(MB) is fp16 weight bytes in MiB (int8 rows:
 one byte per weight). %peak divides by the chip's rated fp16 TFLOPS (the original divided by

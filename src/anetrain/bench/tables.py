@@ -1,5 +1,5 @@
 # ruff: noqa: UP031  (the printf formats are the original C programs', kept verbatim)
-"""Table lines in the original programs' printf formats (seed-inventory §1.2).
+"""Table lines in the original programs' printf formats.
 
 Each row gets one extra trailing cell the original did not have: on the simulator the host
 time of the simulated eval ("host ms", labelled, not ANE time); on the ANE the perf model's

@@ -1,5 +1,5 @@
 """The dynamic-weight matmul: weights travel in the input's spatial tail, so they change
-without a recompile (seed-inventory §3.4).
+without a recompile (maderix/ANE's dynamic matmul, token for token).
 
 Input ``[1, IC, 1, S + OC]``: channel row ``c`` holds ``act[c, 0:S]`` then ``W[c, 0:OC]``
 (the ``[IC, OC]`` block). Output ``[1, OC, 1, S]`` with ``y[o, t] = sum_c act[c, t] * W[c, o]``.

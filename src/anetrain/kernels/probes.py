@@ -1,4 +1,4 @@
-"""The original project's benchmark and probe programs (seed-inventory §3.2-§3.6).
+"""The original project's benchmark and probe programs (maderix/ANE).
 
 Each generator returns a :class:`MILModel` (program + weight files) that the runtime compiles;
 random weights come from a seeded generator so programs are reproducible. ``data=False`` gives
@@ -101,7 +101,7 @@ def softmax_vocab(vocab: int = 32000, seq: int = 256, target: str = "ios18") -> 
 def rmsnorm(
     dim: int = 768, seq: int = 256, eps: float = 1e-5, seed: int = 0, target: str = "ios18"
 ) -> MILModel:
-    """RMSNorm as the original static kernels spell it (§3.5), weight in ``rms_w.bin``."""
+    """RMSNorm as the original static kernels spell it, weight in ``rms_w.bin``."""
     b = Builder(target)
     x = b.input("x", FP16, [1, dim, 1, seq])
     sq = b.mul(x, x, name="sq")
@@ -132,7 +132,7 @@ def int8_chain(
     data: bool = True,
 ) -> MILModel:
     """``ane_int8_bench`` W8A8: int8 weights by constexpr_affine_dequantize, int8 activations
-    by quantize/dequantize between layers (§3.6); all scales 0.125, zero point 0."""
+    by quantize/dequantize between layers; all scales 0.125, zero point 0."""
     b = Builder(target)
     x = b.input("x", FP16, [1, ch, sp, sp])
     consts = _conv_consts(b)

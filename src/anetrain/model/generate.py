@@ -1,7 +1,7 @@
 """Sampling and autoregressive generation on the NumPy reference (KV-cache decode).
 
 Prompt prefill runs through the batched forward, then one :func:`forward_step` per new token,
-as in maderix's dashboard ``generate_text`` (seed-inventory §6.2) and llama2.c ``run.c``.
+as in maderix's dashboard ``generate_text`` and llama2.c ``run.c``.
 Timing (tokens/s) is the caller's job. Not a serving engine: batch 1, fp32, CPU.
 """
 

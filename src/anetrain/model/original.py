@@ -1,4 +1,4 @@
-"""Import of maderix/ANE training checkpoints (``CkptHdr`` "BLZT", seed-inventory §5.7).
+"""Import of maderix/ANE training checkpoints (``CkptHdr`` "BLZT" of maderix/ANE).
 
 Header: 96 bytes little-endian ``int magic 0x424C5A54, version, step, total_steps, n_layers,
 vocab_size, dim, hidden_dim, n_heads, seq_len; float lr, loss; double cum_compile, cum_train,
@@ -100,8 +100,8 @@ def import_original_checkpoint(path: str | Path) -> OriginalCheckpoint:
     notes = []
     if version == 4 and cfg.gqa_ratio > 1:
         notes.append(
-            "GQA checkpoint: maderix's forward kernel paired query head h with kv head h % KVH "
-            "(seed §4.3); anetrain uses h // ratio, so outputs differ from the original forward"
+            "GQA checkpoint: maderix's forward kernel paired query head h with kv head h % KVH; "
+            "anetrain uses h // ratio, so outputs differ from the original forward"
         )
     if version == 2:
         notes.append(

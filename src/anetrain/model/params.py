@@ -3,7 +3,7 @@
 Every tensor is ``[out, in]`` row-major and per-layer tensors are stacked on a leading ``L`` axis,
 in llama2.c's file order, so AdamW, grad-norm and zeroing are single vector ops on ``flat`` and the
 llama2.c v0 body is ``flat`` plus the RoPE tables. Gradients and Adam moments reuse this class.
-Init follows maderix's dynamic ``--scratch`` init (seed-inventory §5.3).
+Init follows maderix's dynamic ``--scratch`` init (maderix/ANE, ``train_large_ane``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from anetrain.model.config import ModelConfig
 
-# Norm weights: exempt from weight decay (seed §5.5) and initialised to 1.
+# Norm weights: exempt from weight decay (as maderix/ANE's trainer does) and initialised to 1.
 NO_DECAY = ("rms_att", "rms_ffn", "rms_final")
 
 
@@ -119,7 +119,7 @@ class Params:
 
 
 def init_params(cfg: ModelConfig, seed: int = 42) -> Params:
-    """maderix dynamic ``--scratch`` init (seed §5.3): all uniform, fan scalings copied as-is.
+    """maderix dynamic ``--scratch`` init: all uniform, fan scalings copied as-is.
 
     ``Wq,Wk,Wv ~ U(±1/√D)``; ``Wo ~ U(±1/√QD)·α``; ``W2 ~ U(±1/√D)·α``; ``W1,W3 ~ U(±1/√H)``;
     norms 1; ``embed ~ U(±0.02)``; ``α = cfg.res_alpha``. The draw order is the buffer order.

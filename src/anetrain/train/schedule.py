@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warmup then cosine decay to a floor (seed-inventory §5.5)."""
+"""Learning-rate schedule: linear warmup then cosine decay to a floor (maderix/ANE's schedule)."""
 
 from __future__ import annotations
 

@@ -153,6 +153,15 @@ class KernelSpec:
         """An output block or a declared composite output span."""
         return self.outputs[name] if name in self.outputs else self._span(name)
 
+    def span_part(self, name: str, *parts: str) -> slice:
+        """The channels of output blocks ``parts`` (adjacent, in order) within the output span
+        ``name``, as a slice of an array read from that span."""
+        outer = self._span(name)
+        inner = span(self.name, "+".join(parts), [(p, self.outputs[p]) for p in parts])
+        if inner.ch < outer.ch or inner.ch + inner.channels > outer.ch + outer.channels:
+            raise KernelSpecError(f"kernel {self.name!r}: {parts} do not lie in span {name!r}")
+        return slice(inner.ch - outer.ch, inner.ch - outer.ch + inner.channels)
+
     def _span(self, name: str) -> Region:
         try:
             return self.spans[name]

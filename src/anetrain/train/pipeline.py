@@ -126,6 +126,7 @@ class DynamicPipeline:
             for name, spec in self.specs.items()
         }
         self.staged = False
+        self._qk = self.specs["sdpa_fwd"].span_part("qkv", "q_rope", "k_rope")  # of LayerActs.qkv
         self._g = 1.0  # grad_scale of the window in flight
         # Two cores, two threads of BLAS work: the main thread (kernels, classifier) and one
         # worker (weight gradients), each with single-threaded BLAS so they never oversubscribe.
@@ -302,7 +303,7 @@ class DynamicPipeline:
     ) -> np.ndarray:
         """The same list as :meth:`_layer_forward`, reversed, as :func:`reference.layer_backward`.
         dx_next [D, S] (loss-scaled) -> dx [D, S]; weight gradients are deferred."""
-        k, alpha, QK = self.k, self.dims.res_alpha, self.dims.q_dim + self.dims.kv_dim
+        k, alpha = self.k, self.dims.res_alpha
         # ffn branch
         dx2, dffn = self._elementwise(residual_backward, dx_next, alpha)  # [D,S] each
         dgate = k["ffn_bwd_w2t"](layer, dffn=dffn)["dgate"]  # [H,S] W2^T dffn
@@ -315,13 +316,11 @@ class DynamicPipeline:
         dao = k["wot_bwd"](layer, dattn=dattn).tap("dao")  # [QD,S] Wo^T dattn
         self._dw((dp.wo, dattn, a.attn))
         b1 = k["sdpa_bwd1"](qkv=a.qkv, dao=dao)  # dv [KVD,S]; scores (probs, dp) [2*NH*S,S]
-        b2 = k["sdpa_bwd2"](scores=b1.tap("scores"), qk=a.qkv[:QK])  # dq, dk pre-RoPE
+        b2 = k["sdpa_bwd2"](scores=b1.tap("scores"), qk=a.qkv[self._qk])  # dq, dk pre-RoPE
         dq, dk, dv = b2["dq"], b2["dk"], b1["dv"]  # [QD,S], [KVD,S], [KVD,S]
         self._dw((dp.wq, dq, a.xn), (dp.wk, dk, a.xn), (dp.wv, dv, a.xn))
         dxn = k["q_bwd"](layer, dq=b2.tap("dq"))["dxn_q"]  # [D,S] Wq^T dq
-        dxn = (
-            dxn + k["kv_bwd"](layer, dk=b2.tap("dk"), dv=b1.tap("dv"))["dxn_kv"]
-        )  # + Wk^T dk + Wv^T dv
+        dxn += k["kv_bwd"](layer, dk=b2.tap("dk"), dv=b1.tap("dv"))["dxn_kv"]  # Wk^T dk + Wv^T dv
         return dx + self._rmsnorm_backward(dp.rms_att, dxn, a.x, p.rms_att, a.rrms1)  # [D,S]
 
     # ---- bookkeeping ----------------------------------------------------------------------

@@ -79,11 +79,12 @@ def kernel_prefill(
     window = np.zeros(pipeline.dims.seq, dtype=np.int64)
     window[:T] = tokens
     x, acts = pipeline.forward(params, window)
-    KVH, HD, QD = cfg.n_kv_heads, cfg.head_dim, pipeline.dims.q_dim
-    kvd = pipeline.dims.kv_dim
+    KVH, HD = cfg.n_kv_heads, cfg.head_dim
+    spec = pipeline.specs["sdpa_fwd"]
+    k_rows, v_rows = spec.span_part("qkv", "k_rope"), spec.span_part("qkv", "v")
     for layer, a in enumerate(acts):
         # taps [Q_rope; K_rope; V] channel-first, channel = head * HD + d -> cache [KVH, T, HD]
-        k, v = a.qkv[QD : QD + kvd, :T], a.qkv[QD + kvd :, :T]
+        k, v = a.qkv[k_rows, :T], a.qkv[v_rows, :T]
         kv_cache.k[layer, :, :T] = k.reshape(KVH, HD, T).transpose(0, 2, 1)
         kv_cache.v[layer, :, :T] = v.reshape(KVH, HD, T).transpose(0, 2, 1)
     kv_cache.length = T

@@ -1,8 +1,7 @@
 """Runtime errors: every failure of compile, load or eval a user can cause has its own type.
 
 All derive from :class:`AneRuntimeError` (itself an :class:`~anetrain.errors.AnetrainError`),
-so callers can catch the family, and the trainer can react to the budget specifically (save a
-checkpoint, then ``exec`` a fresh process).
+so callers can catch the family, or one failure specifically (e.g. the compile budget).
 """
 
 from __future__ import annotations
@@ -39,9 +38,10 @@ class WeightsError(CompileError):
 
 
 class CompileBudgetExceeded(CompileError):
-    """The per-process compile budget is used up (the ANE compiler leaks; ~119 per process).
+    """The backend's compile budget is used up (the ANE compiler leaks; ~119 per process).
 
-    Recover the way the original trainer does: checkpoint, then re-``exec`` the process.
+    anetrain's trainer compiles its ten kernels once per run and never meets it; code that
+    compiles more can recover as maderix/ANE does: save a checkpoint, start a fresh process.
     """
 
     def __init__(self, message: str, *, used: int, budget: int) -> None:

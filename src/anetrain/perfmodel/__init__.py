@@ -27,7 +27,7 @@ from anetrain.runtime.chips import ChipProfile
 
 def modeled_ns(program: Program | str, chip: str | ChipProfile | PerfParams) -> int | None:
     """Modeled ns per eval of ``program`` (IR or MIL text) on ``chip``; None if the chip has
-    no parameters. This is what the simulator reports as ``PerfStats.modeled_ns``."""
+    no parameters. Callers ask this beside any backend (backends report only measured times)."""
     try:
         params = get_params(chip)
     except PerfModelError:

@@ -138,7 +138,7 @@ class _Probe:
         floor = self.backend.chip.min_surface_bytes
         seq = max(32, math.ceil(floor / (2 * CONV_CHANNELS)))
         w = (self.rng.standard_normal((CONV_CHANNELS, CONV_CHANNELS)) / 16).astype(np.float16)
-        target = testing.target_for(self.backend.chip)
+        target = self.backend.chip.dialect
         self.program, self.weights = testing.conv_program(w, seq, target)
         self.kernel = self.backend.compile(self.program, self.weights, name="selftest_conv")
         return f"conv {CONV_CHANNELS}x{CONV_CHANNELS} over S={seq} ({self.kernel.input.nbytes} B)"

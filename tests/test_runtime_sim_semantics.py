@@ -21,11 +21,6 @@ M4 = runtime.get_chip("m4")
 HONOURS_MASK = dataclasses.replace(M4, sdpa_ignores_mask=False)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_budget() -> None:
-    runtime.reset_compile_count("sim")
-
-
 def f16(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float32).astype(np.float16).astype(np.float64)
 

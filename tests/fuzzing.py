@@ -150,7 +150,6 @@ def check_mil_text(text: str, weights: Path, *, simulate: bool = True) -> None:
     from anetrain.mil import parse_program
     from anetrain.mil.validate import directory_blob_opener, validate_program
     from anetrain.runtime import compile as compile_kernel
-    from anetrain.runtime import reset_compile_count
 
     program = parse_program(text)
     issues = validate_program(program, directory_blob_opener(weights))
@@ -166,7 +165,6 @@ def check_mil_text(text: str, weights: Path, *, simulate: bool = True) -> None:
         local = weights / path.removeprefix("@model_path/")
         if local.is_file():
             blobs[path] = local.read_bytes()
-    reset_compile_count("sim")
     kernel = compile_kernel(program, blobs, backend="sim")
     try:
         arrays = [np.ones(v.type.shape, np.float32) for v in program.main.inputs]

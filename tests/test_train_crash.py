@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from anetrain.runfolder import CKPT_LAST as LAST
 from anetrain.train.checkpoint import load_checkpoint
-from anetrain.train.loop import LAST
 
 TOML = "dim = 32\nn_layers = 1\nn_heads = 2\nhidden_dim = 64\nvocab_size = 512\nseq_len = 32\n"
 

@@ -18,9 +18,11 @@ from anetrain.cli import main
 from anetrain.data.corpus import builtin_dataset
 from anetrain.data.tokens import TokenFile
 from anetrain.model import ModelConfig, reference
+from anetrain.runfolder import CKPT_BEST as BEST
+from anetrain.runfolder import CKPT_LAST as LAST
 from anetrain.train import loop
 from anetrain.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from anetrain.train.loop import BEST, LAST, TrainConfig, Trainer, TrainError
+from anetrain.train.loop import TrainConfig, Trainer, TrainError
 
 MODEL = ModelConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=512, seq_len=32)
 TOML = "dim = 32\nn_layers = 1\nn_heads = 2\nhidden_dim = 64\nvocab_size = 512\nseq_len = 32\n"

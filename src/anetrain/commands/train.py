@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from anetrain.memory import check_fits, training_bytes
     from anetrain.model.config import load_config
     from anetrain.runtime import get_chip
-    from anetrain.train.loop import LAST, TrainConfig, Trainer, TrainError, write_json
+    from anetrain.train.loop import TrainConfig, Trainer, TrainError, write_json
 
     console = Console(stderr=False)
     model = load_config(args.config if args.config is not None else args.model)
@@ -131,10 +131,10 @@ def run(args: argparse.Namespace) -> int:
         hint="use a smaller --model/--config",
     )
     out = args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if not args.resume and (out / LAST).exists():
+    if not args.resume and (out / runfolder.CKPT_LAST).exists():
         raise TrainError(
-            f"{out} already holds a run ({LAST}); continue it with --resume, or choose another "
-            "--out (or remove the folder) to start over"
+            f"{out} already holds a run ({runfolder.CKPT_LAST}); continue it with --resume, or "
+            "choose another --out (or remove the folder) to start over"
         )
     backend = _resolve_backend(args.backend)  # before the data: fail fast on a missing ANE
     if args.chip is not None:

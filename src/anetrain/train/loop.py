@@ -333,8 +333,8 @@ class Trainer:
                     raise TrainError(
                         f"{self.bad_steps} steps in a row gave non-finite gradients or loss "
                         f"(loss scale {self.scaler.scale:g}): training diverged at step "
-                        f"{self.step}; {self.out / CKPT_LAST} holds the last good checkpoint: lower "
-                        "--lr (or --loss-scale) and resume"
+                        f"{self.step}; {self.out / CKPT_LAST} holds the last good checkpoint: "
+                        "lower --lr (or --loss-scale) and resume"
                     )
                 first_loss = record.loss if first_loss is None else first_loss
                 self.history.append(record.loss)
@@ -418,8 +418,8 @@ class Trainer:
         except OSError as err:
             raise TrainError(
                 f"{err.filename or self.out}: {err.strerror or err} at step {self.step}; the last "
-                f"checkpoint {self.out / CKPT_LAST} is intact: fix the cause (free space, permissions) "
-                "and continue with --resume"
+                f"checkpoint {self.out / CKPT_LAST} is intact: fix the cause (free space, "
+                "permissions) and continue with --resume"
             ) from err
         finally:
             with contextlib.suppress(OSError):  # a full disk can refuse the final flush too

@@ -25,9 +25,11 @@ from anetrain.model.params import NO_DECAY, Params
 
 def test_presets_match_seed_inventory_param_counts() -> None:
     # seed-inventory §5.1: Stories110M 109.53M, Qwen3-0.6B 596.04M (440.46M + 155.58M embed)
+    # without QK-norm; the real Qwen3-0.6B adds 28 layers x 2 x 128 q/k-norm weights.
     assert round(preset("stories110m").n_params / 1e6, 2) == 109.53
     q = preset("qwen3-0.6b")
-    assert round(q.n_params / 1e6, 2) == 596.04
+    assert q.n_params == 596_049_920 == q.replace(qk_norm=False).n_params + 28 * 2 * 128
+    assert (q.qk_norm, q.rope_base, q.norm_eps, q.vocab_size) == (True, 1e6, 1e-6, 151936)
     assert (q.head_dim, q.qd, q.kvd, q.gqa_ratio) == (128, 2048, 1024, 2)
     assert round(preset("stories15m").n_params / 1e6, 1) == 15.2
     tiny = preset("tiny")
@@ -54,6 +56,8 @@ def test_arch_hash_is_stable_and_ignores_seq_len() -> None:
     assert tiny.arch_hash() == "783c98ecf731f95b"
     assert tiny.replace(seq_len=32).arch_hash() == tiny.arch_hash()
     assert tiny.replace(residual_scaling=True).arch_hash() != tiny.arch_hash()
+    assert "qk_norm" not in tiny.arch_dict()  # added later: absent at its default
+    assert tiny.replace(qk_norm=True).arch_hash() != tiny.arch_hash()
 
 
 def test_diff_names_fields() -> None:
@@ -124,9 +128,13 @@ def test_params_are_views_of_one_buffer() -> None:
     assert p["wq"].shape == (2, 16, 16) and p["wk"].shape == (2, 8, 16)
     mask = p.decay_mask()
     assert mask.sum() == cfg.n_params - (2 * 2 * 16 + 16)
-    for name in NO_DECAY:
+    for name in (n for n in NO_DECAY if n in p.offsets):
         lo, hi = p.offsets[name]
         assert not mask[lo:hi].any()
+    qk = Params(cfg.replace(qk_norm=True))
+    assert qk["q_norm"].shape == qk["k_norm"].shape == (2, 4)
+    assert qk.layer(1).q_norm.shape == (4,) and p.layer(1).q_norm is None
+    assert qk.decay_mask().sum() == mask.sum()  # the q/k norms are not decayed
 
 
 def test_init_matches_scratch_init_scalings() -> None:
@@ -149,7 +157,7 @@ def test_init_matches_scratch_init_scalings() -> None:
         t = p[name]
         assert np.abs(t).max() <= b * (1 + 1e-6)
         assert np.abs(t).max() > 0.95 * b  # actually spans the range
-    for name in NO_DECAY:
+    for name in (n for n in NO_DECAY if n in p.offsets):
         assert (p[name] == 1).all()
     assert p.dtype == np.float32
     assert np.array_equal(init_params(cfg, seed=1).flat, p.flat)

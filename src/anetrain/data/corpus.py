@@ -17,6 +17,7 @@ import numpy as np
 from anetrain.data.bpe import train_bpe
 from anetrain.data.paths import default_cache_dir
 from anetrain.data.stories import DEFAULT_SEED, generate_stories, iter_stories
+from anetrain.data.hf_tokenizer import HFTokenizer, is_hf_tokenizer_spec
 from anetrain.data.tokenizer import Tokenizer
 from anetrain.data.tokens import TokenWriter
 
@@ -50,8 +51,13 @@ def builtin_tokenizer(cache_dir: str | os.PathLike[str] | None = None) -> Tokeni
     return Tokenizer.from_file(builtin_tokenizer_path(cache_dir))
 
 
-def load_tokenizer(spec: str | os.PathLike[str], vocab_size: int | None = None) -> Tokenizer:
-    """``"builtin"`` for the built-in tokenizer, otherwise a ``tokenizer.bin`` path."""
+def load_tokenizer(
+    spec: str | os.PathLike[str], vocab_size: int | None = None
+) -> Tokenizer | HFTokenizer:
+    """``"builtin"``, a llama2.c ``tokenizer.bin`` path, or a Hugging Face folder or
+    ``tokenizer.json`` (through the ``tokenizers`` library)."""
+    if is_hf_tokenizer_spec(spec):
+        return HFTokenizer.from_path(spec)
     if str(spec) == "builtin":
         return Tokenizer.from_file(builtin_tokenizer_path(), vocab_size)
     return Tokenizer.from_file(spec, vocab_size)

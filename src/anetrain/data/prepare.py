@@ -5,11 +5,15 @@ Input formats, chosen by extension:
 * ``.txt`` and anything else: UTF-8 text. With ``split="blank"`` (default) stories are separated
   by one or more blank lines and may span several lines (inner newlines are kept); with
   ``split="line"`` every non-empty line is one story.
-* ``.json``: a list of strings or of objects with a ``"story"`` field (TinyStories' raw format).
+* ``.json``: a list of strings or of objects with a ``"story"`` field (TinyStories' raw format)
+  or a ``"text"`` field.
 * ``.jsonl``: one such string or object per line.
 
-Each story is stripped of surrounding whitespace and encoded as llama2.c's pretokenizer does:
-``BOS`` (id 1), then the story with the dummy-prefix space, no EOS.
+Each story is stripped of surrounding whitespace and encoded by the tokenizer's
+``encode_document``: a llama2.c tokenizer as llama2.c's pretokenizer does (``BOS`` id 1, then
+the story with the dummy-prefix space, no EOS); a Hugging Face tokenizer as the ``tokenizers``
+library encodes it with its special tokens, then EOS. Vocabularies over 65,536 ids write the
+wide (uint32, headed) token file.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 
 from anetrain.data.errors import DataError
 from anetrain.data.progress import Progress, progress
+from anetrain.data.hf_tokenizer import HFTokenizer
 from anetrain.data.tokenizer import Tokenizer
 from anetrain.data.tokens import MAX_TOKEN_ID, TokenWriter
 
@@ -55,29 +60,25 @@ def read_stories(
 
 def prepare(
     inputs: Sequence[str | os.PathLike[str]],
-    tokenizer: Tokenizer,
+    tokenizer: Tokenizer | HFTokenizer,
     out: str | os.PathLike[str],
     *,
     split: StorySplit = "blank",
     show_progress: bool = True,
 ) -> PrepareResult:
-    """Encode every story of ``inputs`` (BOS before each) into the token file ``out``."""
-    if tokenizer.vocab_size > MAX_TOKEN_ID + 1:
-        raise DataError(
-            f"{tokenizer.source}: vocab size {tokenizer.vocab_size} does not fit the uint16 "
-            f"token file format (at most {MAX_TOKEN_ID + 1})"
-        )
+    """Encode every story of ``inputs`` (``encode_document`` each) into the token file ``out``."""
+    wide = tokenizer.vocab_size > MAX_TOKEN_ID + 1
     paths = [Path(p) for p in inputs]
     for p in paths:
         if not p.is_file():
             raise DataError(f"{p}: no such input file")
     total = sum(p.stat().st_size for p in paths)
     n_stories = 0
-    with TokenWriter(out) as writer, progress("tokenizing", total, enabled=show_progress) as bar:
+    with TokenWriter(out, wide=wide) as writer, progress("tokenizing", total, enabled=show_progress) as bar:
         pending: list[int] = []
         for p in paths:
             for story in read_stories(p, split, bar):
-                pending += tokenizer.encode(story, bos=True, eos=False)
+                pending += tokenizer.encode_document(story)
                 n_stories += 1
                 if len(pending) >= _FLUSH_TOKENS:
                     writer.write(np.asarray(pending, dtype=np.uint32))
@@ -124,10 +125,10 @@ def _text_stories(path: Path, split: StorySplit, bar: Progress | None) -> Iterat
 def _story_of(item: Any, where: str) -> str | None:
     if isinstance(item, str):
         text = item
-    elif isinstance(item, dict) and isinstance(item.get("story"), str):
-        text = item["story"]
+    elif isinstance(item, dict) and isinstance(item.get("story", item.get("text")), str):
+        text = item.get("story", item.get("text"))
     else:
-        raise DataError(f'{where}: expected a string or an object with a "story" string')
+        raise DataError(f'{where}: expected a string or an object with a "text" or "story" string')
     return text.strip() or None
 
 

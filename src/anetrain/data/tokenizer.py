@@ -182,7 +182,20 @@ class Tokenizer:
             prev = tok
         return out.decode("utf-8", errors="replace")
 
+    @property
+    def stop_ids(self) -> frozenset[int]:
+        """Ids that end a generation (BOS starts a new story, EOS ends one)."""
+        return frozenset((BOS_ID, EOS_ID))
+
+    def stream(self) -> PieceStream:
+        """An incremental decoder: ``step(id)`` returns the text that id completes."""
+        return PieceStream(self)
+
     # ---- encoding --------------------------------------------------------------------------------
+
+    def encode_document(self, text: str) -> list[int]:
+        """One story of a token file, as llama2.c's pretokenizer writes it: BOS, text, no EOS."""
+        return self.encode(text, bos=True, eos=False)
 
     def encode(
         self, text: str, bos: bool = True, eos: bool = False, dummy_prefix: bool = True
@@ -293,6 +306,27 @@ class Tokenizer:
         return not any(
             i != BOS_ID and bos is not None and p.startswith(bos) for i, p in enumerate(self.pieces)
         )
+
+
+class PieceStream:
+    """Pieces to text as they arrive; UTF-8 split across byte tokens is held until complete."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        import codecs
+
+        self.tok = tok
+        self.prev = -1
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def step(self, token: int) -> str:
+        text = ""
+        if token not in (BOS_ID, EOS_ID):
+            text = self.decoder.decode(self.tok.decode_piece(self.prev, token))
+        self.prev = token
+        return text
+
+    def finish(self) -> str:
+        return self.decoder.decode(b"", final=True)
 
 
 def reference_encode(

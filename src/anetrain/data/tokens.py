@@ -1,7 +1,10 @@
 """Pretokenized token files (llama2.c / TinyStories convention) and deterministic sampling.
 
 Format: a flat array of little-endian ``uint16`` token ids, no header; ``BOS = 1`` precedes every
-story. Files are memory-mapped, so a 40 MB shard costs no RAM until windows are read.
+story. Vocabularies wider than 65,536 ids (Qwen3: 151,936) use the wide variant: the 16-byte
+header ``b"ANETOKEN"``, uint32 version 1, uint32 bytes per id (4), then little-endian ``uint32``
+ids. Files without that header are read as llama2.c's uint16 files, unchanged. Files are
+memory-mapped, so a 40 MB shard costs no RAM until windows are read.
 
 The last ``val_fraction`` of the tokens (moved forward to the next story start, so no story is
 split between the two) is the validation split; the rest is training data. Training windows are
@@ -26,6 +29,9 @@ BOS_ID = 1
 EOS_ID = 2
 TOKEN_DTYPE = np.dtype("<u2")
 MAX_TOKEN_ID = int(np.iinfo(np.uint16).max)
+WIDE_DTYPE = np.dtype("<u4")
+WIDE_MAGIC = b"ANETOKEN"
+WIDE_HEADER = WIDE_MAGIC + (1).to_bytes(4, "little") + WIDE_DTYPE.itemsize.to_bytes(4, "little")
 DEFAULT_SEQ_LEN = 256
 DEFAULT_VAL_FRACTION = 0.05
 # How far past the nominal cut the split looks for a BOS before giving up and cutting mid-story.
@@ -58,17 +64,13 @@ class TokenFile:
                 f"{self.path}: no such token file; run `anetrain data download tinystories` "
                 "or `anetrain data prepare` to create one"
             ) from None
-        if size % 2:
-            raise DataError(
-                f"{self.path}: size {size} bytes is odd, but a token file is a flat array of "
-                "2-byte uint16 ids; the file is truncated or not a token file (re-download or "
-                "re-create it)"
-            )
-        self.n_tokens = size // 2
+        offset, dtype = _layout(self.path, size)
+        self.dtype = dtype
+        self.n_tokens = (size - offset) // dtype.itemsize
         if self.n_tokens:
-            self.tokens: np.ndarray = np.memmap(self.path, dtype=TOKEN_DTYPE, mode="r")
+            self.tokens: np.ndarray = np.memmap(self.path, dtype=dtype, mode="r", offset=offset)
         else:  # np.memmap refuses empty files
-            self.tokens = np.zeros(0, dtype=TOKEN_DTYPE)
+            self.tokens = np.zeros(0, dtype=dtype)
         self.vocab_size = vocab_size
         if vocab_size is not None:
             check_ids(self.tokens, vocab_size, where=str(self.path))
@@ -226,16 +228,22 @@ def write_tokens(path: str | os.PathLike[str], ids: Iterable[int] | np.ndarray) 
 
 
 class TokenWriter:
-    """Stream token ids into a token file that appears atomically when the block succeeds."""
+    """Stream token ids into a token file that appears atomically when the block succeeds.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    ``wide=True`` writes the headed uint32 variant (for vocabularies over 65,536 ids).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, wide: bool = False) -> None:
         self.path = Path(path)
         self.n_tokens = 0
+        self.wide = wide
         self._ctx = atomic_writer(self.path)
         self._fh: Any = None
 
     def __enter__(self) -> TokenWriter:
         self._fh = self._ctx.__enter__()
+        if self.wide:
+            self._fh.write(WIDE_HEADER)
         return self
 
     def __exit__(self, *exc: Any) -> bool | None:
@@ -247,15 +255,42 @@ class TokenWriter:
             return
         if arr.dtype.kind not in "iu":
             raise DataError(f"{self.path}: token ids must be integers, got dtype {arr.dtype}")
-        if int(arr.min()) < 0 or int(arr.max()) > MAX_TOKEN_ID:
-            bad = int(np.argmax((arr < 0) | (arr > MAX_TOKEN_ID)))
+        dtype = WIDE_DTYPE if self.wide else TOKEN_DTYPE
+        top = int(np.iinfo(dtype).max)
+        if int(arr.min()) < 0 or int(arr.max()) > top:
+            bad = int(np.argmax((arr < 0) | (arr > top)))
+            hint = "" if self.wide else "; vocabularies over 65,536 ids need the wide format"
             raise DataError(
                 f"{self.path}: token id {int(arr.flat[bad])} at position {self.n_tokens + bad} "
-                f"does not fit in uint16 (0..{MAX_TOKEN_ID}); use a vocabulary of at most "
-                f"{MAX_TOKEN_ID + 1} tokens"
+                f"does not fit in {dtype.name} (0..{top}){hint}"
             )
-        self._fh.write(arr.astype(TOKEN_DTYPE, copy=False).tobytes())
+        self._fh.write(arr.astype(dtype, copy=False).tobytes())
         self.n_tokens += int(arr.size)
+
+
+def _layout(path: Path, size: int) -> tuple[int, np.dtype]:
+    """(byte offset of the ids, their dtype): the wide header, else headerless uint16."""
+    with path.open("rb") as fh:
+        head = fh.read(len(WIDE_HEADER))
+    if head[: len(WIDE_MAGIC)] == WIDE_MAGIC:
+        if head != WIDE_HEADER:
+            raise DataError(
+                f"{path}: wide token file header {head[8:].hex()} is not version 1 with 4-byte "
+                "ids; re-create it with `anetrain data prepare`"
+            )
+        if (size - len(WIDE_HEADER)) % WIDE_DTYPE.itemsize:
+            raise DataError(
+                f"{path}: {size - len(WIDE_HEADER)} bytes after the header is not a whole number "
+                "of 4-byte ids; the file is truncated (re-create it)"
+            )
+        return len(WIDE_HEADER), WIDE_DTYPE
+    if size % 2:
+        raise DataError(
+            f"{path}: size {size} bytes is odd, but a token file is a flat array of "
+            "2-byte uint16 ids; the file is truncated or not a token file (re-download or "
+            "re-create it)"
+        )
+    return 0, TOKEN_DTYPE
 
 
 def _split_index(tokens: np.ndarray, val_fraction: float) -> int:

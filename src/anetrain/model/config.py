@@ -3,8 +3,10 @@
 Dimension glossary (used across ``anetrain.model``): ``D`` dim, ``H`` FFN hidden, ``L`` layers,
 ``NH`` query heads, ``KVH`` key/value heads, ``HD`` head dim, ``QD = NH*HD``, ``KVD = KVH*HD``,
 ``V`` vocab, ``S``/``T`` sequence, ``B`` batch. Llama-style: pre-RMSNorm, interleaved-pair RoPE,
-GQA with ``kv = h // (NH // KVH)``, SwiGLU, tied embedding/classifier, no biases
-(seed-inventory §5.1). Not here: training hyper-parameters (``anetrain.train``).
+GQA with ``kv = h // (NH // KVH)``, SwiGLU, tied embedding/classifier, no biases; ``qk_norm``
+adds Qwen3's per-head RMSNorm on queries and keys before RoPE. Hugging Face checkpoints rotate
+half-split pairs instead; their q/k rows are permuted exactly at load (``anetrain.model.hf``), so
+one RoPE convention runs everywhere. Not here: training hyper-parameters (``anetrain.train``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class ConfigValueError(ConfigError):
 
 # Fields that do not change the parameter tensors or the function they compute.
 _NON_ARCH_FIELDS = frozenset({"seq_len"})
+# Fields added after checkpoints existed: left out of the architecture hash at their default, so
+# every older checkpoint keeps its hash.
+_HASH_OPTIONAL_DEFAULTS: dict[str, Any] = {"qk_norm": False}
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class ModelConfig:
     rope_base: float = 10000.0  # theta_i(pos) = pos / rope_base^(2i/HD)
     tied_embeddings: bool = True  # classifier = embedding (the only variant implemented)
     residual_scaling: bool = False  # x + alpha*branch, alpha = 1/sqrt(2L) (dynamic pipeline)
+    qk_norm: bool = False  # Qwen3: per-head RMSNorm (weights [HD]) on q and k before RoPE
 
     def __post_init__(self) -> None:
         _check_types(self, "ModelConfig")
@@ -103,7 +109,8 @@ class ModelConfig:
     def n_params_layer(self) -> int:
         """Parameters of one transformer block."""
         d, h = self.dim, self.hidden_dim
-        return 2 * d * self.qd + 2 * d * self.kvd + 3 * d * h + 2 * d
+        qk = 2 * self.head_dim if self.qk_norm else 0
+        return 2 * d * self.qd + 2 * d * self.kvd + 3 * d * h + 2 * d + qk
 
     @property
     def n_params(self) -> int:
@@ -115,8 +122,14 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     def arch_dict(self) -> dict[str, Any]:
-        """The fields that define the weights and the function (everything but seq_len)."""
-        return {k: v for k, v in self.to_dict().items() if k not in _NON_ARCH_FIELDS}
+        """The fields that define the weights and the function (everything but seq_len; later
+        fields only when they differ from their default)."""
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in _NON_ARCH_FIELDS
+            and not (k in _HASH_OPTIONAL_DEFAULTS and v == _HASH_OPTIONAL_DEFAULTS[k])
+        }
 
     def arch_hash(self) -> str:
         """Stable 16-hex hash of :meth:`arch_dict`; checkpoints store it to refuse mismatches."""
@@ -150,7 +163,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "stories15m": dict(dim=288, n_layers=6, n_heads=6, hidden_dim=768, vocab_size=32000),
     "stories42m": dict(dim=512, n_layers=8, n_heads=8, hidden_dim=1376, vocab_size=32000),
     "stories110m": dict(dim=768, n_layers=12, n_heads=12, hidden_dim=2048, vocab_size=32000),
-    # maderix models/qwen3_06b.h: GQA 16/8, explicit head_dim (QD = 2048 != dim), no QK-norm.
+    # Qwen/Qwen3-0.6B config.json: GQA 16/8, explicit head_dim (QD = 2048 != dim), QK-norm,
+    # rope_theta 1e6, rms_norm_eps 1e-6, tied embeddings, vocab 151,936 (the classifier trains
+    # over the ids the data uses: CompactVocab).
     "qwen3-0.6b": dict(
         dim=1024,
         n_layers=28,
@@ -159,6 +174,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         head_dim=128,
         hidden_dim=3072,
         vocab_size=151936,
+        norm_eps=1e-6,
+        rope_base=1000000.0,
+        qk_norm=True,
     ),
 }
 

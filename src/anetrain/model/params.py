@@ -17,14 +17,14 @@ import numpy.typing as npt
 from anetrain.model.config import ModelConfig
 
 # Norm weights: exempt from weight decay (as maderix/ANE's trainer does) and initialised to 1.
-NO_DECAY = ("rms_att", "rms_ffn", "rms_final")
+NO_DECAY = ("rms_att", "rms_ffn", "rms_final", "q_norm", "k_norm")
 
 
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Name -> shape, in buffer order (llama2.c v0 order)."""
+    """Name -> shape, in buffer order (llama2.c v0 order; Qwen3's q/k norms after it)."""
     D, H, L, V = cfg.dim, cfg.hidden_dim, cfg.n_layers, cfg.vocab_size
     QD, KVD = cfg.qd, cfg.kvd
-    return {
+    shapes = {
         "embed": (V, D),  # token embedding, also the classifier (tied)
         "rms_att": (L, D),
         "wq": (L, QD, D),
@@ -37,6 +37,10 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         "w3": (L, H, D),  # up projection
         "rms_final": (D,),
     }
+    if cfg.qk_norm:  # per-head RMSNorm weights, shared by every head of a layer
+        shapes["q_norm"] = (L, cfg.head_dim)
+        shapes["k_norm"] = (L, cfg.head_dim)
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class LayerParams:
     w1: np.ndarray  # [H, D]
     w2: np.ndarray  # [D, H]
     w3: np.ndarray  # [H, D]
+    q_norm: np.ndarray | None = None  # [HD] with qk_norm
+    k_norm: np.ndarray | None = None  # [HD] with qk_norm
 
 
 class Params:
@@ -92,7 +98,7 @@ class Params:
 
     def layer(self, i: int) -> LayerParams:
         t = self.tensors
-        return LayerParams(**{f: t[f][i] for f in LayerParams.__dataclass_fields__})
+        return LayerParams(**{f: t[f][i] for f in LayerParams.__dataclass_fields__ if f in t})
 
     def zeros_like(self, dtype: npt.DTypeLike | None = None) -> Params:
         return Params(self.config, dtype=self.dtype if dtype is None else dtype)
@@ -110,6 +116,8 @@ class Params:
         """``[N]`` bool, True where AdamW weight decay applies (matrices and embedding)."""
         mask = np.ones(self.flat.size, dtype=bool)
         for name in NO_DECAY:
+            if name not in self.offsets:
+                continue
             lo, hi = self.offsets[name]
             mask[lo:hi] = False
         return mask

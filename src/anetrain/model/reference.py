@@ -62,6 +62,21 @@ def rmsnorm_backward(
     return rrms * (wdy - x * dot)  # term 1 - term 2
 
 
+def qk_norm_forward(
+    x: np.ndarray, w: np.ndarray | None, cfg: ModelConfig
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Qwen3's per-head RMSNorm over HD (one [HD] weight for all heads); identity without it.
+
+    x [...,heads,HD] -> [...,heads,HD], rrms [...,heads,1] (None when ``cfg.qk_norm`` is off).
+    Its backward is :func:`rmsnorm_backward` on the same arrays.
+    """
+    if not cfg.qk_norm:
+        return x, None
+    if w is None:
+        raise ValueError("qk_norm is on but the layer has no q_norm/k_norm weights")
+    return rmsnorm_forward(x, w, cfg.norm_eps)
+
+
 def matmul_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x [...,IN], w [OUT,IN] -> out [...,OUT] (a 1x1 conv on the ANE)."""
     return x @ w.T
@@ -241,6 +256,8 @@ class LayerCache:
     h1: np.ndarray  # [B,T,H]   W1 x2n
     h3: np.ndarray  # [B,T,H]   W3 x2n
     gate: np.ndarray  # [B,T,H] silu(h1) * h3
+    # with qk_norm: q, k before their norm [B,T,NH|KVH,HD] and the norms' rrms [B,T,NH|KVH,1]
+    qk_raw: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -269,9 +286,13 @@ def layer_forward(
     c, s = cos[:, None, :], sin[:, None, :]  # [T,1,HD/2], broadcast over heads
     # attention rmsnorm
     xn, rrms1 = rmsnorm_forward(x, p.rms_att, cfg.norm_eps)  # [B,T,D], [B,T,1]
-    # qkv projections, RoPE, heads first
-    q = rope_forward(matmul_forward(xn, p.wq).reshape(B, T, NH, HD), c, s)  # [B,T,NH,HD]
-    k = rope_forward(matmul_forward(xn, p.wk).reshape(B, T, KVH, HD), c, s)  # [B,T,KVH,HD]
+    # qkv projections, QK-norm (Qwen3), RoPE, heads first
+    qr = matmul_forward(xn, p.wq).reshape(B, T, NH, HD)  # [B,T,NH,HD]
+    kr = matmul_forward(xn, p.wk).reshape(B, T, KVH, HD)  # [B,T,KVH,HD]
+    qn, rrq = qk_norm_forward(qr, p.q_norm, cfg)  # [B,T,NH,HD], [B,T,NH,1]
+    kn, rrk = qk_norm_forward(kr, p.k_norm, cfg)  # [B,T,KVH,HD], [B,T,KVH,1]
+    q = rope_forward(qn, c, s)  # [B,T,NH,HD]
+    k = rope_forward(kn, c, s)  # [B,T,KVH,HD]
     v = matmul_forward(xn, p.wv).reshape(B, T, KVH, HD)  # [B,T,KVH,HD]
     q, k, v = (np.ascontiguousarray(t.transpose(0, 2, 1, 3)) for t in (q, k, v))
     # causal GQA attention
@@ -285,7 +306,8 @@ def layer_forward(
     h3 = matmul_forward(x2n, p.w3)  # [B,T,H]
     gate = swiglu_forward(h1, h3)  # [B,T,H]
     x_next = residual_forward(x2, matmul_forward(gate, p.w2), a)  # [B,T,D]
-    return x_next, LayerCache(x, rrms1, xn, q, k, v, att, ao, x2, rrms2, x2n, h1, h3, gate)
+    qk = (qr, rrq, kr, rrk) if cfg.qk_norm else None
+    return x_next, LayerCache(x, rrms1, xn, q, k, v, att, ao, x2, rrms2, x2n, h1, h3, gate, qk)
 
 
 def layer_backward(
@@ -313,8 +335,14 @@ def layer_backward(
     dao = matmul_backward(dp.wo, dattn, lc.ao, p.wo)  # [B,T,QD]
     do = dao.reshape(B, T, NH, HD).transpose(0, 2, 1, 3)  # [B,NH,T,HD]
     dq, dk, dv = attention_backward(do, lc.q, lc.k, lc.v, lc.att)
-    dq = rope_backward(dq.transpose(0, 2, 1, 3), c, s).reshape(B, T, NH * HD)  # [B,T,QD]
-    dk = rope_backward(dk.transpose(0, 2, 1, 3), c, s).reshape(B, T, KVH * HD)  # [B,T,KVD]
+    dq = rope_backward(dq.transpose(0, 2, 1, 3), c, s)  # [B,T,NH,HD]
+    dk = rope_backward(dk.transpose(0, 2, 1, 3), c, s)  # [B,T,KVH,HD]
+    if lc.qk_raw is not None:
+        qr, rrq, kr, rrk = lc.qk_raw
+        dq = rmsnorm_backward(dp.q_norm, dq, qr, p.q_norm, rrq)  # [B,T,NH,HD]
+        dk = rmsnorm_backward(dp.k_norm, dk, kr, p.k_norm, rrk)  # [B,T,KVH,HD]
+    dq = dq.reshape(B, T, NH * HD)  # [B,T,QD]
+    dk = dk.reshape(B, T, KVH * HD)  # [B,T,KVD]
     dv = dv.transpose(0, 2, 1, 3).reshape(B, T, KVH * HD)  # [B,T,KVD]
     dxn = matmul_backward(dp.wq, dq, lc.xn, p.wq)  # [B,T,D]
     dxn += matmul_backward(dp.wk, dk, lc.xn, p.wk)
@@ -422,10 +450,12 @@ def forward_step(params: Params, token: int, pos: int, kv_cache: KVCache) -> np.
     x = params["embed"][token].copy()  # [D]
     for i in range(cfg.n_layers):
         p = params.layer(i)
-        # attention rmsnorm, qkv matvecs for this position, RoPE
+        # attention rmsnorm, qkv matvecs for this position, QK-norm, RoPE
         xn, _ = rmsnorm_forward(x, p.rms_att, cfg.norm_eps)  # [D]
-        q = rope_forward((p.wq @ xn).reshape(NH, HD), cos, sin)  # [NH,HD]
-        kv_cache.k[i, :, pos] = rope_forward((p.wk @ xn).reshape(KVH, HD), cos, sin)
+        qn, _ = qk_norm_forward((p.wq @ xn).reshape(NH, HD), p.q_norm, cfg)  # [NH,HD]
+        kn, _ = qk_norm_forward((p.wk @ xn).reshape(KVH, HD), p.k_norm, cfg)  # [KVH,HD]
+        q = rope_forward(qn, cos, sin)  # [NH,HD]
+        kv_cache.k[i, :, pos] = rope_forward(kn, cos, sin)
         kv_cache.v[i, :, pos] = (p.wv @ xn).reshape(KVH, HD)
         keys = kv_cache.k[i, :, : pos + 1]  # [KVH,P,HD]
         vals = kv_cache.v[i, :, : pos + 1]  # [KVH,P,HD]

@@ -125,6 +125,18 @@ def test_llama2c_refuses_explicit_head_dim(tmp_path) -> None:
         export_llama2c(tmp_path / "x.bin", Params(cfg))
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("rope_base", 1e6), ("norm_eps", 1e-6), ("qk_norm", True)]
+)
+def test_llama2c_refuses_what_run_c_hard_codes(tmp_path, field, value) -> None:
+    # run.c: RoPE base 10000 and RMSNorm eps 1e-5 are constants and there is no QK-norm, so a
+    # file written for another value would come back computing different logits.
+    cfg = ModelConfig(dim=16, n_layers=1, n_heads=4, hidden_dim=8, vocab_size=5)
+    with pytest.raises(ModelFileError, match=f"{field} = "):
+        export_llama2c(tmp_path / "x.bin", Params(cfg.replace(**{field: value})))
+    assert not (tmp_path / "x.bin").exists()
+
+
 # --- maderix BLZT checkpoints ------------------------------------------------------------------
 
 

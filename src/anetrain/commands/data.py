@@ -46,13 +46,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     prep = actions.add_parser(
         "prepare",
         help="tokenize text files into a token file",
-        description="Encode stories (BOS before each) into a flat uint16 token file. .txt: "
-        "stories separated by blank lines (or one per line with --stories line); .json/.jsonl: "
-        'strings or objects with a "story" field.',
+        description="Encode stories into a token file: a llama2.c tokenizer writes BOS before "
+        "each story (uint16 ids); a Hugging Face tokenizer.json encodes exactly as the "
+        "tokenizers library does, then EOS (uint32 ids with a header when the vocabulary "
+        "exceeds 65,536). .txt: stories separated by blank lines (or one per line with "
+        '--stories line); .json/.jsonl: strings or objects with a "text" or "story" field.',
     )
-    prep.add_argument("inputs", nargs="+", type=file_path, metavar="TEXT", help="input files")
     prep.add_argument(
-        "--tokenizer", default="builtin", help="tokenizer.bin path or 'builtin' (default)"
+        "inputs", nargs="+", type=file_path, metavar="TEXT_OR_JSONL", help="input files"
+    )
+    prep.add_argument(
+        "--tokenizer",
+        default="builtin",
+        help="tokenizer.bin path, a tokenizer.json or the folder holding it, or 'builtin' "
+        "(default)",
     )
     prep.add_argument("--out", type=file_path, required=True, help="output token file (.bin)")
     prep.add_argument(
@@ -78,7 +85,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     info = actions.add_parser("info", help="describe a token file")
     info.add_argument("file", type=file_path, help="token file")
-    info.add_argument("--tokenizer", default=None, help="tokenizer.bin or 'builtin' to decode")
+    info.add_argument(
+        "--tokenizer", default=None, help="tokenizer.bin, tokenizer.json or 'builtin' to decode"
+    )
     info.add_argument("--vocab-size", type=count(1), default=None, help="check ids against this")
     info.set_defaults(handler=_info)
     return parser
@@ -140,7 +149,7 @@ def _info(args: argparse.Namespace) -> int:
     tf = TokenFile(args.file, vocab)
     ids = tf.tokens
     print(f"file:     {tf.path}")
-    print(f"tokens:   {tf.n_tokens:,} ({tf.path.stat().st_size:,} bytes)")
+    print(f"tokens:   {tf.n_tokens:,} ({tf.path.stat().st_size:,} bytes, {tf.dtype.name} ids)")
     print(f"stories:  {tf.count(BOS_ID):,} (BOS=1)")
     print(f"split:    train {tf.split_index:,} / val {tf.n_tokens - tf.split_index:,}")
     if tf.n_tokens:

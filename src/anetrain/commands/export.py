@@ -1,4 +1,5 @@
-"""``anetrain export coreml``: a MIL program as a Core ML ``.mlpackage`` (needs coremltools)."""
+"""``anetrain export``: ``coreml`` (a MIL program as a Core ML ``.mlpackage``, needs coremltools)
+and ``hf`` (any model the loader reads as a Hugging Face folder ``transformers`` loads)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folder the BLOBFILE paths are relative to (default: the .mil file's folder)",
     )
     coreml.set_defaults(handler=run_coreml)
+    hf = kinds.add_parser(
+        "hf",
+        help="a model as a Hugging Face folder (config.json, model.safetensors, tokenizer)",
+        description="Write a Llama (or, with QK-norm, Qwen3) folder that "
+        "transformers.AutoModelForCausalLM.from_pretrained loads with the same logits. Reads "
+        "run folders, checkpoints, Hugging Face folders, llama2.c and BLZT files.",
+    )
+    hf.add_argument("model", metavar="RUN_OR_CKPT_OR_FOLDER", help="the model to export")
+    hf.add_argument("--out", type=Path, required=True, help="a new (or empty) folder")
+    hf.add_argument(
+        "--tokenizer",
+        metavar="T",
+        help="tokenizer.json or its folder to copy (default: the model's or run's own)",
+    )
+    hf.set_defaults(handler=run_hf)
 
 
 def run_coreml(args: argparse.Namespace) -> int:
@@ -38,4 +54,25 @@ def run_coreml(args: argparse.Namespace) -> int:
     root = args.weights if args.weights is not None else args.file.parent
     saved = export_mlpackage(program, args.out, blob_resolver(root))
     print(f"wrote {saved}")
+    return 0
+
+
+def run_hf(args: argparse.Namespace) -> int:
+    from anetrain.data.corpus import check_tokenizer
+    from anetrain.data.hf_tokenizer import HFTokenizer, is_hf_tokenizer_spec
+    from anetrain.model.hf import HFModelError, export_hf
+    from anetrain.model.loader import load_model
+
+    model = load_model(args.model, find_tokenizer=args.tokenizer is None)
+    spec = args.tokenizer or model.tokenizer
+    if spec is None or not is_hf_tokenizer_spec(spec):
+        found = f"its tokenizer is {spec!r}" if spec else "no tokenizer is recorded with it"
+        raise HFModelError(
+            f"{model.path}: {found}; a Hugging Face folder needs a tokenizer.json: pass "
+            "--tokenizer DIR_OR_tokenizer.json"
+        )
+    check_tokenizer(HFTokenizer.from_path(spec), model.config.vocab_size)
+    out = export_hf(args.out, model.params, tokenizer=spec, base_config=model.hf_config)
+    arch = "Qwen3ForCausalLM" if model.config.qk_norm else "LlamaForCausalLM"
+    print(f"wrote {out} ({arch}, {model.config.n_params / 1e6:.2f}M params, from {model.path})")
     return 0

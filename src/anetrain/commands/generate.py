@@ -1,7 +1,8 @@
 """``anetrain generate``: sample text from a checkpoint, streamed token by token.
 
-Reads anetrain checkpoints (a ``.safetensors`` file or a run folder), llama2.c model files and
-maderix BLZT checkpoints, telling them apart by their magic bytes. Text goes to stdout as it is
+Reads every format :mod:`anetrain.model.loader` knows: anetrain checkpoints (a ``.safetensors``
+file or a run folder), Hugging Face Llama/Qwen3 folders, llama2.c model files and maderix BLZT
+checkpoints. Text goes to stdout as it is
 produced; the model summary, the prompt prefill time and the decode tokens/s go to stderr.
 ``--prefill kernels`` runs the prompt through the dynamic ANE training kernels
 (:mod:`anetrain.train.prefill`) instead of the NumPy forward; decoding stays NumPy.
@@ -10,27 +11,14 @@ produced; the model summary, the prompt prefill time and the decode tokens/s go 
 from __future__ import annotations
 
 import argparse
-import codecs
-import json
 import math
 import os
-import struct
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from anetrain.commands.args import byte_size, seed
 from anetrain.errors import AnetrainError
-from anetrain.runfolder import CKPT_BEST as BEST
-from anetrain.runfolder import CKPT_LAST as LAST
-from anetrain.runfolder import CONFIG
-
-KINDS = {
-    "anetrain": "anetrain checkpoint",
-    "llama2c": "llama2.c model",
-    "original": "maderix BLZT checkpoint",
-}
 
 
 class GenerateError(AnetrainError):
@@ -42,15 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate text from a checkpoint or model file",
         description="Sample text from an anetrain checkpoint (a .safetensors file, or a run "
-        "folder: its best checkpoint, else its last), a llama2.c model .bin, or a maderix BLZT "
-        "checkpoint. Text streams to stdout; the prefill time and decode tokens/s go to stderr.",
+        "folder: its best checkpoint, else its last), a local Hugging Face Llama/Qwen3 folder, "
+        "a llama2.c model .bin, or a maderix BLZT checkpoint. Text streams to stdout; the "
+        "prefill time and decode tokens/s go to stderr.",
     )
     p.add_argument(
         "--ckpt",
         type=Path,
         required=True,
         metavar="PATH",
-        help="checkpoint file, run folder, llama2.c .bin or BLZT checkpoint",
+        help="checkpoint file, run folder, Hugging Face model folder, llama2.c .bin or BLZT "
+        "checkpoint",
     )
     p.add_argument(
         "--prompt", default="", metavar="TEXT", help="text to continue (default: start a new story)"
@@ -87,8 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tokenizer",
         metavar="T",
-        help="tokenizer.bin path or 'builtin' (default: the run folder's config.json; "
-        "required for llama2.c and BLZT files)",
+        help="tokenizer.bin path, a tokenizer.json or its folder, or 'builtin' (default: the "
+        "run folder's config.json or the model folder's tokenizer.json; required for llama2.c "
+        "and BLZT files)",
     )
     p.add_argument(
         "--prefill",
@@ -113,119 +104,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-@dataclass
-class LoadedModel:
-    """A model ready to sample from, and where it came from."""
-
-    path: Path  # the file actually read
-    kind: str  # a key of KINDS
-    config: Any  # ModelConfig
-    params: Any  # Params
-    tokenizer: str | None = None  # tokenizer spec recorded with the run, if any
-    step: int | None = None
-    notes: list[str] = field(default_factory=list)
-    vocab_ids: list[int] | None = None  # the ids a compacted classifier was trained over
-
-
 def detect_format(path: Path) -> str:
-    """``"anetrain"`` (safetensors), ``"original"`` (BLZT magic) or ``"llama2c"``.
+    """The model format of ``path`` (see :func:`anetrain.model.loader.detect_format`)."""
+    from anetrain.model.loader import detect_format as detect
 
-    llama2.c v0 files have no magic, so anything unrecognised is tried as llama2.c, whose reader
-    checks the file size against its header exactly.
-    """
-    from anetrain.model.llama2c import MAGIC_V1
-    from anetrain.model.original import MAGIC as BLZT
-
-    if path.suffix == ".safetensors":
-        return "anetrain"
-    head = _head(path, 9)
-    if head[:4] == struct.pack("<I", BLZT):
-        return "original"
-    if head[:4] == struct.pack("<I", MAGIC_V1):
-        return "llama2c"
-    # safetensors: u64 header length, then the JSON header's "{"
-    size = int.from_bytes(head[:8], "little")
-    if len(head) == 9 and head[8:9] == b"{" and size <= path.stat().st_size - 8:
-        return "anetrain"
-    return "llama2c"
-
-
-def _head(path: Path, n: int) -> bytes:
-    with path.open("rb") as handle:
-        return handle.read(n)
-
-
-def load_model(
-    ckpt: Path, find_tokenizer: bool = True, *, max_memory: int | None = None
-) -> LoadedModel:
-    """Load ``ckpt`` (file or run folder); errors are :class:`AnetrainError` subclasses.
-
-    With ``find_tokenizer``, an anetrain checkpoint's run folder config.json is consulted for
-    the tokenizer the run was trained with. Loading holds the file's bytes, the tensors parsed
-    from them and the model's own buffer at once: three times the file size is refused up
-    front when it exceeds ``max_memory`` or the machine's available memory.
-    """
-    from anetrain.memory import check_fits
-    from anetrain.model._io import ModelFileError
-    from anetrain.model.llama2c import MAGIC_V1, import_llama2c
-    from anetrain.model.original import import_original_checkpoint
-    from anetrain.train.checkpoint import CheckpointError, load_checkpoint
-
-    run_dir: Path | None = None
-    if ckpt.is_dir():
-        run_dir = ckpt
-        ckpt = next((ckpt / n for n in (BEST, LAST) if (ckpt / n).is_file()), ckpt / LAST)
-        if not ckpt.is_file():
-            raise CheckpointError(
-                f"{run_dir}: no {BEST} or {LAST} in this run folder; train into it first "
-                "or pass a checkpoint file"
-            )
-    elif not ckpt.is_file():
-        raise CheckpointError(f"{ckpt}: no such checkpoint file or run folder")
-    elif (ckpt.parent / CONFIG).is_file():
-        run_dir = ckpt.parent
-    check_fits(f"loading {ckpt}", 3 * ckpt.stat().st_size, max_memory, hint="use a smaller model")
-    try:
-        kind = detect_format(ckpt)
-    except OSError as err:
-        raise CheckpointError(f"{ckpt}: cannot read ({err.strerror or err})") from None
-    if kind == "anetrain":
-        c = load_checkpoint(ckpt)
-        tokenizer = _run_tokenizer(run_dir) if run_dir is not None and find_tokenizer else None
-        return LoadedModel(
-            ckpt, kind, c.config, c.params, tokenizer, c.step, vocab_ids=c.extra.get("vocab_ids")
-        )
-    if kind == "original":
-        o = import_original_checkpoint(ckpt)
-        return LoadedModel(ckpt, kind, o.config, o.params, None, o.header["step"], o.notes)
-    try:
-        config, params = import_llama2c(ckpt)
-    except ModelFileError as err:
-        if _head(ckpt, 4) == struct.pack("<I", MAGIC_V1):
-            raise
-        raise ModelFileError(
-            f"{err}; it has no anetrain, BLZT or llama2.c v1 magic either, so it is not a model "
-            "file anetrain can read"
-        ) from None
-    return LoadedModel(ckpt, kind, config, params)
-
-
-def _run_tokenizer(run_dir: Path) -> str | None:
-    """The ``tokenizer`` a run folder's config.json records (None if absent or null)."""
-    path = run_dir / CONFIG
-    if not path.is_file():
-        return None
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8")).get("tokenizer")
-    except (OSError, ValueError, AttributeError) as err:
-        raise GenerateError(f"{path}: unreadable run config ({err}); pass --tokenizer") from None
-    if spec is None or spec == "builtin":
-        return spec
-    spec = str(spec)
-    # A relative path was relative to where training ran; also try the run folder.
-    if not Path(spec).is_absolute() and not Path(spec).exists() and (run_dir / spec).is_file():
-        return str(run_dir / spec)
-    return spec
+    return detect(path)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -242,32 +125,28 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 class _Stream:
-    """Writes decoded pieces to a text stream as they arrive (UTF-8 split across byte tokens
-    is held back until complete)."""
+    """Writes decoded text to a stream as tokens arrive (the tokenizer's incremental decoder
+    holds back UTF-8 split across tokens until it is complete)."""
 
     def __init__(self, tok: Any, out: Any) -> None:
-        self.tok = tok
+        self.decoder = tok.stream()
         self.out = out
-        self.prev = -1
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-    def write(self, token: int, skip: frozenset[int]) -> None:
-        if token not in skip:
-            text = self.decoder.decode(self.tok.decode_piece(self.prev, token))
-            if text:
-                self.out.write(text)
-                self.out.flush()
-        self.prev = token
+    def write(self, token: int) -> None:
+        text = self.decoder.step(token)
+        if text:
+            self.out.write(text)
+            self.out.flush()
 
     def close(self) -> None:
-        self.out.write(self.decoder.decode(b"", final=True) + "\n")
+        self.out.write(self.decoder.finish() + "\n")
         self.out.flush()
 
 
 def run(args: argparse.Namespace) -> int:
-    from anetrain.data.corpus import load_tokenizer
-    from anetrain.data.tokenizer import BOS_ID, EOS_ID
+    from anetrain.data.corpus import check_tokenizer, load_tokenizer
     from anetrain.model.generate import generate
+    from anetrain.model.loader import load_model
     from anetrain.model.reference import prefill as numpy_prefill
 
     _check_args(args)
@@ -285,19 +164,19 @@ def run(args: argparse.Namespace) -> int:
         if model.kind == "anetrain":
             hint = "no run folder config.json names one"
         else:
-            hint = f"a {KINDS[model.kind]} does not include one"
+            hint = f"a {model.description} does not include one"
         raise GenerateError(
             f"{model.path}: no tokenizer ({hint}); pass --tokenizer PATH (a llama2.c "
-            "tokenizer.bin) or --tokenizer builtin"
+            "tokenizer.bin, a tokenizer.json or its folder) or --tokenizer builtin"
         )
     tok = load_tokenizer(spec)
-    if tok.vocab_size < cfg.vocab_size:
-        raise GenerateError(
-            f"{tok.source}: tokenizer has {tok.vocab_size} tokens but the model emits ids up to "
-            f"{cfg.vocab_size - 1} (vocab_size {cfg.vocab_size}); pass the tokenizer the model "
-            "was trained with"
-        )
+    check_tokenizer(tok, cfg.vocab_size)
     prompt = tok.encode(args.prompt, bos=True, eos=False)
+    if not prompt:
+        raise GenerateError(
+            f"{tok.source}: the prompt encodes to no tokens and this tokenizer adds no BOS; "
+            "pass a non-empty --prompt"
+        )
     if max(prompt) >= cfg.vocab_size:
         raise GenerateError(
             f"--prompt encodes to token id {max(prompt)}, outside the model's vocab_size "
@@ -312,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     kernels = _kernel_prefill(args, cfg) if args.prefill == "kernels" else None
     step = f", step {model.step}" if model.step is not None else ""
     print(
-        f"anetrain generate: {model.path} ({KINDS[model.kind]}{step}; "
+        f"anetrain generate: {model.path} ({model.description}{step}; "
         f"{cfg.n_params / 1e6:.2f}M params, seq_len {cfg.seq_len}); tokenizer {spec}",
         file=sys.stderr,
     )
@@ -326,10 +205,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    stops = frozenset((BOS_ID, EOS_ID))
+    stops = tok.stop_ids
     stream = _Stream(tok, sys.stdout)
     for t in prompt:
-        stream.write(t, stops)
+        stream.write(t)
     try:
         timings: dict[str, float] = {}
         new = generate(
@@ -341,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             top_p=args.top_p,
             seed=seed,
-            on_token=lambda t: stream.write(t, stops),
+            on_token=stream.write,
             stop_ids=stops,
             allowed_ids=model.vocab_ids,
             prefill_fn=numpy_prefill if kernels is None else kernels,

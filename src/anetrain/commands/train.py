@@ -22,18 +22,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     model = p.add_mutually_exclusive_group()
     model.add_argument(
         "--model",
-        default="tiny",
-        help="preset: tiny, stories15m, stories42m, stories110m, qwen3-0.6b",
+        default=None,
+        help="preset: tiny (default), stories15m, stories42m, stories110m, qwen3-0.6b",
     )
     model.add_argument("--config", type=file_path, help="a model config TOML file")
     p.add_argument(
+        "--init",
+        metavar="PATH",
+        help="start from these weights: an anetrain checkpoint or run folder, a local Hugging "
+        "Face Llama/Qwen3 folder, a llama2.c .bin or a BLZT checkpoint (the architecture "
+        "comes from it)",
+    )
+    p.add_argument(
         "--data",
         type=file_path,
-        help="token file (uint16, llama2.c format); default: built-in corpus",
+        help="token file (llama2.c uint16, or anetrain's wide uint32); default: built-in corpus",
     )
     p.add_argument(
         "--tokenizer",
-        help="tokenizer.bin for samples (default: built-in when training on the built-in corpus)",
+        help="tokenizer.bin, tokenizer.json or its folder, for samples (default: the --init "
+        "model's, or built-in when training on the built-in corpus)",
     )
     p.add_argument(
         "--steps",
@@ -112,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from anetrain import runfolder
-    from anetrain.data.corpus import builtin_dataset
+    from anetrain.data.corpus import builtin_dataset, check_tokenizer, load_tokenizer
     from anetrain.data.tokens import TokenFile
     from anetrain.memory import check_fits, training_bytes
     from anetrain.model.config import load_config
@@ -120,8 +128,13 @@ def run(args: argparse.Namespace) -> int:
     from anetrain.train.loop import TrainConfig, Trainer, TrainError, write_json
 
     console = Console(stderr=False)
-    model = load_config(args.config if args.config is not None else args.model)
-    name = args.config.stem if args.config is not None else args.model
+    init = _load_init(args) if args.init is not None else None
+    if init is not None:
+        model = init.config
+        name = Path(args.init).name or "init"
+    else:
+        model = load_config(args.config if args.config is not None else args.model or "tiny")
+        name = args.config.stem if args.config is not None else args.model or "tiny"
     if args.resume and args.out is None:
         raise TrainError("--resume needs --out DIR (the run folder to continue)")
     check_fits(
@@ -144,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
         tokenizer_spec = args.tokenizer or "builtin"
     else:
         data_path = args.data
-        tokenizer_spec = args.tokenizer
+        tokenizer_spec = args.tokenizer or (init.tokenizer if init is not None else None)
+    if tokenizer_spec is not None:
+        check_tokenizer(load_tokenizer(tokenizer_spec), model.vocab_size)
     data = TokenFile(data_path, vocab_size=model.vocab_size)
     cfg = TrainConfig(
         steps=args.steps,
@@ -169,15 +184,20 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(model, data, cfg, out, resume=args.resume, on_step=progress.update)
     for note in trainer.notes:
         console.print(f"[yellow]warning:[/] {note}")
-    write_json(
-        out / runfolder.CONFIG,
-        {
-            "model": model.to_dict(),
-            "train": cfg.__dict__,
-            "data": str(data_path),
-            "tokenizer": tokenizer_spec,
-        },
-    )
+    if init is not None:  # the weights to start from replace the scratch init
+        trainer.params.flat[...] = init.params.flat
+        trainer.pipeline.stage_weights(trainer.params)
+    run_config = {
+        "model": model.to_dict(),
+        "train": cfg.__dict__,
+        "data": str(data_path),
+        "tokenizer": tokenizer_spec,
+    }
+    if init is not None:
+        run_config["init"] = {"path": str(init.path), "format": init.kind}
+        if init.hf_config is not None:
+            run_config["init"]["hf_config"] = init.hf_config
+    write_json(out / runfolder.CONFIG, run_config)
     with progress:
         summary = trainer.run()
     summary["sample"] = _sample(trainer, tokenizer_spec, args, console)
@@ -189,6 +209,23 @@ def run(args: argparse.Namespace) -> int:
             f"anetrain train ... --out {out} --resume"
         )
     return 0
+
+
+def _load_init(args: argparse.Namespace) -> Any:
+    """The model ``--init`` names (a :class:`~anetrain.model.loader.LoadedModel`)."""
+    from anetrain.model.loader import load_model
+    from anetrain.train.loop import TrainError
+
+    if args.resume:
+        raise TrainError("--init starts a new run; --resume continues --out's own checkpoint")
+    if args.model is not None or args.config is not None:
+        raise TrainError("--init takes the architecture from its model; drop --model/--config")
+    loaded = load_model(
+        args.init, find_tokenizer=args.tokenizer is None, max_memory=args.max_memory
+    )
+    for note in loaded.notes:
+        print(f"note: {note}")
+    return loaded
 
 
 class _Progress:

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from anetrain.data.bpe import train_bpe
+from anetrain.data.errors import TokenizerError
+from anetrain.data.hf_tokenizer import HFTokenizer, is_hf_tokenizer_spec
 from anetrain.data.paths import default_cache_dir
 from anetrain.data.stories import DEFAULT_SEED, generate_stories, iter_stories
-from anetrain.data.hf_tokenizer import HFTokenizer, is_hf_tokenizer_spec
 from anetrain.data.tokenizer import Tokenizer
 from anetrain.data.tokens import TokenWriter
 
@@ -61,6 +62,24 @@ def load_tokenizer(
     if str(spec) == "builtin":
         return Tokenizer.from_file(builtin_tokenizer_path(), vocab_size)
     return Tokenizer.from_file(spec, vocab_size)
+
+
+def check_tokenizer(tok: Tokenizer | HFTokenizer, vocab_size: int) -> None:
+    """Refuse a tokenizer that does not fit a model of ``vocab_size``: a llama2.c vocabulary
+    must cover every id the model emits; a Hugging Face one (whose models pad their
+    vocabulary, e.g. Qwen3: 151,669 tokens, 151,936 rows) must not produce ids beyond it."""
+    if isinstance(tok, HFTokenizer):
+        if tok.vocab_size > vocab_size:
+            raise TokenizerError(
+                f"{tok.source}: tokenizer has {tok.vocab_size} tokens but the model's vocab_size "
+                f"is {vocab_size}; pass the tokenizer the model was trained with"
+            )
+    elif tok.vocab_size < vocab_size:
+        raise TokenizerError(
+            f"{tok.source}: tokenizer has {tok.vocab_size} tokens but the model emits ids up to "
+            f"{vocab_size - 1} (vocab_size {vocab_size}); pass the tokenizer the model "
+            "was trained with"
+        )
 
 
 def builtin_dataset(

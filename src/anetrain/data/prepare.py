@@ -28,8 +28,8 @@ from typing import Any, Literal
 import numpy as np
 
 from anetrain.data.errors import DataError
-from anetrain.data.progress import Progress, progress
 from anetrain.data.hf_tokenizer import HFTokenizer
+from anetrain.data.progress import Progress, progress
 from anetrain.data.tokenizer import Tokenizer
 from anetrain.data.tokens import MAX_TOKEN_ID, TokenWriter
 
@@ -74,7 +74,8 @@ def prepare(
             raise DataError(f"{p}: no such input file")
     total = sum(p.stat().st_size for p in paths)
     n_stories = 0
-    with TokenWriter(out, wide=wide) as writer, progress("tokenizing", total, enabled=show_progress) as bar:
+    bar_ctx = progress("tokenizing", total, enabled=show_progress)
+    with TokenWriter(out, wide=wide) as writer, bar_ctx as bar:
         pending: list[int] = []
         for p in paths:
             for story in read_stories(p, split, bar):

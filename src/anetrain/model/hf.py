@@ -204,7 +204,9 @@ def half_to_interleaved(head_dim: int) -> np.ndarray:
     return np.stack([np.arange(half), np.arange(half) + half], axis=1).reshape(-1)
 
 
-def _permute_heads(t: np.ndarray, n_heads: int | None, head_dim: int, perm: np.ndarray) -> np.ndarray:
+def _permute_heads(
+    t: np.ndarray, n_heads: int | None, head_dim: int, perm: np.ndarray
+) -> np.ndarray:
     """Rows of ``t`` ([heads*HD, in] or a [HD] norm weight) permuted within each head."""
     if n_heads is None:
         return t[perm]
@@ -239,7 +241,8 @@ def import_hf(folder: str | Path, seq_len: int | None = None) -> HFModel:
         if name in _GLOBAL_KEYS:
             continue
         for i in range(cfg.n_layers):
-            t = _take(tensors, f"model.layers.{i}.{_LAYER_KEYS[name]}", params[name][i].shape, folder)
+            key = f"model.layers.{i}.{_LAYER_KEYS[name]}"
+            t = _take(tensors, key, params[name][i].shape, folder)
             if name in _ROPE_ROWS:
                 heads = getattr(cfg, _ROPE_ROWS[name]) if _ROPE_ROWS[name] else None
                 t = _permute_heads(t, heads, cfg.head_dim, perm)
@@ -258,9 +261,9 @@ def import_hf(folder: str | Path, seq_len: int | None = None) -> HFModel:
             "anetrain implements)"
         )
     tok = folder / "tokenizer.json"
-    if max_pos := hf.get("max_position_embeddings"):
-        if int(max_pos) > cfg.seq_len:
-            notes.append(f"context {max_pos} tokens; anetrain uses windows of {cfg.seq_len}")
+    max_pos = int(hf.get("max_position_embeddings", 0))
+    if max_pos > cfg.seq_len:
+        notes.append(f"context {max_pos} tokens; anetrain uses windows of {cfg.seq_len}")
     return HFModel(cfg, params, hf, tok if tok.is_file() else None, notes)
 
 

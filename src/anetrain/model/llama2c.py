@@ -8,7 +8,9 @@ v1: uint32 magic ``0x616b3432`` ("ak42"), int32 version 1, the 7 ints, uint8 sha
 pad to 256 bytes; then ``rms_att[L], rms_ffn[L], rms_final, embed, wq[L], wk[L], wv[L], wo[L],
 w1[L], w2[L], w3[L]`` (no RoPE tables), then ``wcls`` if unshared.
 Tensors are ``[out, in]`` and RoPE uses interleaved pairs in both projects, so no permutation.
-Only tied classifiers and ``head_dim == dim // n_heads`` (llama2.c derives HD) are expressible.
+Only tied classifiers and ``head_dim == dim // n_heads`` (llama2.c derives HD) are expressible,
+and ``run.c`` hard-codes the RoPE base (10000) and the RMSNorm epsilon (1e-5) and has no QK-norm,
+so the exporter refuses any other value rather than write a file that computes something else.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from anetrain.model.reference import rope_tables
 
 MAGIC_V1 = 0x616B3432  # "ak42"
 HEADER_V1_BYTES = 256
+# What karpathy/llama2.c run.c hard-codes (rope: 10000.0f; rmsnorm: 1e-5f; no q/k norm).
+RUN_C_FIXED = {"rope_base": 10000.0, "norm_eps": 1e-5, "qk_norm": False}
 _V0_ORDER = ("embed", "rms_att", "wq", "wk", "wv", "wo", "rms_ffn", "w1", "w2", "w3", "rms_final")
 _V1_ORDER = ("rms_att", "rms_ffn", "rms_final", "embed", "wq", "wk", "wv", "wo", "w1", "w2", "w3")
 
@@ -38,6 +42,12 @@ def export_llama2c(
     ``wo``/``w2`` (exactly the same function in llama2.c, which has no ``a``); otherwise refuse.
     """
     cfg = params.config
+    for name, fixed in RUN_C_FIXED.items():
+        if getattr(cfg, name) != fixed:
+            raise ModelFileError(
+                f"llama2.c's run.c fixes {name} = {fixed!r}, but this model has {name} = "
+                f"{getattr(cfg, name)!r}; it cannot be exported to llama2.c (export hf instead)"
+            )
     if cfg.head_dim != cfg.dim // cfg.n_heads or cfg.dim % cfg.n_heads:
         raise ModelFileError(
             f"llama2.c derives head_dim = dim // n_heads = {cfg.dim // cfg.n_heads}, "

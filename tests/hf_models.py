@@ -24,10 +24,10 @@ TEXT = [
     "Tom and Lily went to the park. They saw a big red ball and a small dog.",
     "Ünïcödé words, numbers like 12345, and emoji 🙂 are part of the text too.",
 ] * 3
-VOCAB = 160  # the model's vocabulary: larger than the tokenizer's (padded rows, as real ones)
+VOCAB = 320  # the model's vocabulary: larger than the tokenizer's (padded rows, as real ones)
 
 
-def build_tokenizer(kind: str, vocab: int = 120) -> Any:
+def build_tokenizer(kind: str, vocab: int = 300) -> Any:
     """A byte-level BPE (Qwen3-like, EOS only) or one that adds BOS (Llama-like)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 

@@ -88,6 +88,7 @@ def test_greedy_generation_equals_transformers_generate(folder) -> None:
     with torch.no_grad():
         out = model.generate(
             torch.as_tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),  # no id is padding
             max_new_tokens=12,
             do_sample=False,
             eos_token_id=None,

@@ -118,6 +118,15 @@ class Fragments:
         rs = self.b.mul(rot, sin, name=f"{name}_rsn")
         return self.b.add(xc, rs, name=name)
 
+    def head_rmsnorm(self, x: Var, w: Var, eps: float, name: str) -> Var:
+        """Qwen3's QK-norm: RMSNorm over each head's HD values, ``x * rsqrt(mean(x^2) + eps)
+        * w``; x ``[1, h, S, HD]``, w ``[1, 1, 1, HD]`` (one weight for every head)."""
+        sq = self.b.mul(x, x, name=f"{name}_sq")
+        ms = self.b.reduce_mean(sq, self.ints([-1], f"{name}_ax"), self.true, name=f"{name}_ms")
+        eps_c = self.b.const(eps, name=f"{name}_eps", dtype=self.dtype)
+        rrms = self.b.rsqrt(ms, eps_c, name=f"{name}_rr")
+        return self.b.mul(self.b.mul(x, rrms, name=f"{name}_n"), w, name=name)
+
     def gqa_tile(self, kv: Var, group: int, name: str) -> Var:
         """``[1, KVH, S, HD]`` -> ``[1, KVH*group, S, HD]``; query head h reads kv h // group."""
         if group == 1:

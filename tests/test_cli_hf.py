@@ -1,0 +1,105 @@
+"""A Hugging Face folder through the whole CLI: generate, data prepare, train --init, export hf,
+and the exported folder back in transformers; bad input gets one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anetrain.cli import main
+from anetrain.model.loader import load_model
+from anetrain.model.reference import forward
+from hf_models import TEXT, build_tokenizer, hf_logits, save_folder, torch, transformers
+
+TOKENS = np.array([3, 17, 42, 99, 7, 120, 5, 64])
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(capsys, message: str, *args: str | Path) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 1 and err.startswith("anetrain: error: ") and err.count("\n") == 1, err
+    assert message in err, err
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen3"])
+def test_folder_in_train_export_out(kind: str, tmp_path: Path, capsys) -> None:
+    folder, model, tok = save_folder(tmp_path / "hf", kind)
+    # generate: greedy through the CLI is transformers' greedy continuation
+    prompt = "Once upon a time"
+    code, out, err = run(
+        capsys, "generate", "--ckpt", folder, "--prompt", prompt, "--temperature", "0",
+        "--max-tokens", "8",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "Hugging Face model folder" in err
+    ids = tok.encode(prompt).ids
+    with torch.no_grad():
+        ref = model.generate(
+            torch.as_tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=8, do_sample=False, pad_token_id=0,
+            eos_token_id=tok.token_to_id("</s>" if kind == "llama" else "<|endoftext|>"),
+        )[0].tolist()  # fmt: skip
+    # a random model emits stray bytes: decode as the library streams them, token by token
+    from tokenizers.decoders import DecodeStream
+
+    stream = DecodeStream(skip_special_tokens=True)
+    assert out == "".join(stream.step(tok, i) or "" for i in ref) + "\n"
+    # data prepare with the folder's tokenizer, then train from the folder's weights
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(TEXT * 10) + "\n")
+    data = tmp_path / "t.bin"
+    assert run(capsys, "data", "prepare", text, "--tokenizer", folder, "--out", data)[0] == 0
+    runs = tmp_path / "run"
+    code, out, err = run(
+        capsys, "train", "--init", folder, "--data", data, "--steps", "2", "--accum", "1",
+        "--warmup", "0", "--lr", "1e-3", "--backend", "sim", "--sample-tokens", "4",
+        "--eval-every", "1", "--no-progress", "--out", runs,
+    )  # fmt: skip
+    assert code == 0, err
+    cfg = json.loads((runs / "config.json").read_text())
+    assert cfg["init"]["format"] == "hf" and cfg["tokenizer"] == str(folder / "tokenizer.json")
+    trained = load_model(runs)
+    assert trained.kind == "anetrain" and trained.config.qk_norm == (kind == "qwen3")
+    start = load_model(folder).params
+    assert not np.array_equal(trained.params.flat, start.flat)  # it trained from there
+    assert np.abs(trained.params.flat - start.flat).max() < 0.05  # ...not from scratch
+    # export hf RUN --out OUT, which transformers loads with our logits
+    out_dir = tmp_path / "out"
+    assert run(capsys, "export", "hf", runs, "--out", out_dir)[0] == 0
+    again = transformers.AutoModelForCausalLM.from_pretrained(out_dir).float().eval()
+    assert again.config.max_position_embeddings == model.config.max_position_embeddings
+    ours, _, _ = forward(trained.params, TOKENS[None], dtype=np.float64)
+    np.testing.assert_allclose(
+        hf_logits(again, TOKENS), ours[0], rtol=0, atol=1e-5 * np.abs(ours).max()
+    )
+    assert (out_dir / "tokenizer.json").read_bytes() == (folder / "tokenizer.json").read_bytes()
+
+
+def test_bad_input_gets_one_line(tmp_path: Path, capsys) -> None:
+    folder, _, _ = save_folder(tmp_path / "hf", "qwen3")
+    one_line_error(capsys, "hub id", "generate", "--ckpt", "Qwen/Qwen3-0.6B")
+    one_line_error(capsys, "hub id", "train", "--init", "Qwen/Qwen3-0.6B")
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "model.safetensors").unlink()
+    one_line_error(capsys, "missing model.safetensors", "generate", "--ckpt", broken)
+    cfg = json.loads((folder / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**cfg, "hidden_act": "gelu"}))
+    one_line_error(capsys, 'unsupported hidden_act = "gelu"', "export", "hf", broken, "--out", "x")
+    big = build_tokenizer("qwen3", vocab=400)  # more ids than the model's 320 rows
+    big.save(str(tmp_path / "big.json"))
+    message = f"tokenizer has {big.get_vocab_size()} tokens but the model's vocab_size is 320"
+    one_line_error(
+        capsys, message, "generate", "--ckpt", folder, "--tokenizer", tmp_path / "big.json"
+    )
+    one_line_error(capsys, "not empty", "export", "hf", folder, "--out", folder)

@@ -7,7 +7,8 @@ pipeline). On purpose, unlike that original:
 - one GQA head mapping everywhere (query head ``h`` reads kv head ``h // group``), with the
   kv tiling and the gradient reduction done inside the kernels;
 - the RoPE backward (inverse rotation) runs inside ``sdpa_bwd2``, so ``dq``/``dk`` come back
-  as gradients of the pre-RoPE projections;
+  as gradients of the pre-RoPE q/k (with Qwen3's QK-norm: of the normed q/k; the CPU applies
+  the norm's backward from the ``q_raw``/``k_raw`` taps, like the block RMSNorms);
 - the forward taps drop ``xnorm``, which the CPU computed itself.
 
 Each kernel implements these lines of :func:`anetrain.model.reference.layer_forward` /
@@ -17,7 +18,7 @@ rest: RMSNorms, residual adds outside ``ffn_fused``, the SwiGLU backward, weight
 ==============  ==========================================================================
 kernel          reference lines
 ==============  ==========================================================================
-sdpa_fwd        ``q``, ``k`` (with RoPE), ``v`` projections; ``attention_forward`` -> ``ao``
+sdpa_fwd        ``q``, ``k`` (``qk_norm_forward``, RoPE), ``v``; ``attention_forward`` -> ``ao``
 wo_fwd          ``matmul_forward(ao, p.wo)`` (the residual add is on the CPU)
 ffn_fused       ``h1``, ``h3``, ``swiglu_forward``, ``residual_forward(x2, W2 gate, a)``
 ffn_bwd_w2t     ``dgate = matmul_backward(dp.w2, dffn, ...)`` (dx part)
@@ -77,6 +78,8 @@ class Dims:
     seq: int
     res_alpha: float = 1.0
     rope_base: float = 10000.0
+    qk_norm: bool = False  # Qwen3: per-head RMSNorm on q and k before RoPE (in sdpa_fwd)
+    norm_eps: float = 1e-5
     dtype: DType = FP16  # FP32 builds the same kernels without fp16 rounding (for testing)
     target: str = "ios18"  # MIL dialect: "ios16" (program(1.0)) for M1/M2
 
@@ -93,6 +96,8 @@ class Dims:
             seq=config.seq_len,  # type: ignore[attr-defined]
             res_alpha=float(getattr(config, "res_alpha", 1.0)),
             rope_base=float(getattr(config, "rope_base", 10000.0)),
+            qk_norm=bool(getattr(config, "qk_norm", False)),
+            norm_eps=float(getattr(config, "norm_eps", 1e-5)),
         )
 
     @property
@@ -126,7 +131,9 @@ class WeightRegion:
     transposed: bool
 
     def layout(self, w: np.ndarray) -> np.ndarray:
-        """The parameter matrix as the region stores it."""
+        """The parameter as the region stores it (a vector as one column)."""
+        if w.ndim == 1:
+            return w.reshape(-1, 1)
         return w.T if self.transposed else w
 
 
@@ -223,6 +230,17 @@ class _KernelBuilder:
         self.weight_regions[key] = WeightRegion(region, param, transposed)
         return self.f.packed_matrix(self.x, 0, rows, col, cols, key)
 
+    def vector(self, key: str, param: str, length: int, col: int) -> Var:
+        """A per-layer weight vector in one spatial column, as ``[1, 1, 1, length]``."""
+        if length > self.x.shape[1]:
+            raise KernelSpecError(
+                f"kernel {self.name!r}: a {length}-value vector does not fit the input's "
+                f"{self.x.shape[1]} channels"
+            )
+        self.weight_regions[key] = WeightRegion(Region(0, length, col, 1), param, False)
+        sl = self.f.slice_cols(self.x, 0, length, col, 1, f"{key}_sl")
+        return self.b.reshape(sl, self.f.ints([1, 1, 1, length], f"{key}_r"), name=key)
+
     def input_span(self, key: str, parts: tuple[str, ...]) -> None:
         """Declare the activation inputs ``parts`` as one composite input region ``key``."""
         self.spans[key] = span(self.name, key, [(p, self.inputs[p]) for p in parts])
@@ -286,17 +304,30 @@ def _dyn_linear(
 
 
 def sdpa_fwd(d: Dims) -> KernelSpec:
-    """RMSNormed x -> Q, K, V projections, RoPE, causal attention (GQA). Taps: Q, K (roped), V,
-    read together as the span ``qkv``."""
+    """RMSNormed x -> Q, K, V projections, QK-norm (Qwen3), RoPE, causal attention (GQA).
+    Taps: Q, K (normed, roped), V, read together as the span ``qkv``; with QK-norm also the raw
+    projections ``q_raw``, ``k_raw``, and the norm weights ride in the last two columns."""
     s, qd, kvd = d.seq, d.q_dim, d.kv_dim
-    k = _KernelBuilder("sdpa_fwd", d, d.dim, s + qd + 2 * kvd)
+    w_end = s + qd + 2 * kvd
+    k = _KernelBuilder("sdpa_fwd", d, d.dim, w_end + 2 * d.qk_norm)
     xn = k.f.token_major(k.region("xn", 0, d.dim, 0, s), "xn_tm")
     q = k.f.linear(xn, k.matrix("wq_t", "wq", True, d.dim, s, qd), "q_mm")
     kk = k.f.linear(xn, k.matrix("wk_t", "wk", True, d.dim, s + qd, kvd), "k_mm")
     v = k.f.linear(xn, k.matrix("wv_t", "wv", True, d.dim, s + qd + kvd, kvd), "v_mm")
+    q_h, k_h = k.f.heads(q, d.n_heads, "qh"), k.f.heads(kk, d.n_kv_heads, "kh")
+    raw_taps: list[tuple[str, Var]] = []
+    if d.qk_norm:  # the raw projections are tapped for the CPU's QK-norm backward
+        raw_taps = [
+            ("q_raw", k.f.channel_first(q, "q_raw")),
+            ("k_raw", k.f.channel_first(kk, "k_raw")),
+        ]
+        q_w = k.vector("q_norm_w", "q_norm", d.head_dim, w_end)
+        k_w = k.vector("k_norm_w", "k_norm", d.head_dim, w_end + 1)
+        q_h = k.f.head_rmsnorm(q_h, q_w, d.norm_eps, "q_qkn")
+        k_h = k.f.head_rmsnorm(k_h, k_w, d.norm_eps, "k_qkn")
     cos, sin = k.rope()
-    q_rope = k.f.rope(k.f.heads(q, d.n_heads, "qh"), cos, sin, "q_rope")
-    k_rope = k.f.rope(k.f.heads(kk, d.n_kv_heads, "kh"), cos, sin, "k_rope")
+    q_rope = k.f.rope(q_h, cos, sin, "q_rope")
+    k_rope = k.f.rope(k_h, cos, sin, "k_rope")
     v_h = k.f.heads(v, d.n_kv_heads, "vh")
     probs = k.f.causal_probs(
         q_rope, k.f.gqa_tile(k_rope, d.group, "k_tile"), k.mask(), d.scale, "probs"
@@ -310,6 +341,7 @@ def sdpa_fwd(d: Dims) -> KernelSpec:
             ("q_rope", k.f.channel_first(q_rope, "q_rope_cf")),
             ("k_rope", k.f.channel_first(k_rope, "k_rope_cf")),
             ("v", k.f.channel_first(v, "v_cf")),
+            *raw_taps,
         ],
         spans={"qkv": ("q_rope", "k_rope", "v")},
     )

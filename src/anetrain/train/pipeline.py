@@ -30,6 +30,7 @@ from anetrain.model.params import LayerParams, Params
 from anetrain.model.reference import (
     crossentropy_inplace,
     matmul_backward_weight,
+    qk_norm_forward,
     residual_backward,
     residual_forward,
     rmsnorm_backward,
@@ -37,7 +38,7 @@ from anetrain.model.reference import (
     swiglu_backward,
 )
 from anetrain.runfolder import PHASES
-from anetrain.train.calls import BoundKernel, PhaseTimer
+from anetrain.train.calls import BoundKernel, PhaseTimer, Tap
 
 FORWARD_KERNELS = ("sdpa_fwd", "wo_fwd", "ffn_fused")
 
@@ -61,6 +62,7 @@ class LayerActs:
     h1: np.ndarray  # [H, S]
     h3: np.ndarray  # [H, S]
     gate: np.ndarray  # [H, S] silu(h1) * h3
+    qk_raw: tuple[np.ndarray, np.ndarray] | None = None  # QK-norm: q, k before it [QD|KVD, S]
 
 
 class CompactVocab:
@@ -159,6 +161,20 @@ class DynamicPipeline:
             dw += self._g * tmp
             return np.ascontiguousarray(dx_t.T)
 
+    def _qk_norm_backward(
+        self, dw: np.ndarray, dout: np.ndarray, raw: np.ndarray, w: np.ndarray
+    ) -> np.ndarray:
+        """Per-head RMSNorm backward, channel-first: dout, raw [heads*HD, S] -> d raw; ``dw``
+        [HD] gets ``grad_scale`` times its gradient (rrms recomputed from the raw tap)."""
+        HD, S = self.dims.head_dim, raw.shape[1]
+        with self.timer("rmsnorm"):
+            x = raw.T.reshape(S, -1, HD)  # [S,heads,HD]
+            _, rrms = qk_norm_forward(x, w, self.config)  # [S,heads,1]
+            tmp = np.zeros_like(dw)
+            dx = rmsnorm_backward(tmp, dout.T.reshape(x.shape), x, w, rrms)  # [S,heads,HD]
+            dw += self._g * tmp
+            return np.ascontiguousarray(dx.reshape(S, -1).T)
+
     def _elementwise(self, fn: Callable[..., object], *args: object) -> object:
         return self.timer.run("elementwise", fn, *args)
 
@@ -240,9 +256,11 @@ class DynamicPipeline:
         # ffn rmsnorm, SwiGLU, residual (one kernel)
         x2n, rrms2 = self._rmsnorm(x2, p.rms_ffn)  # [D,S], [S,1]
         ffn = k["ffn_fused"](layer, x2n=x2n, x2=x2)  # x_next [D,S]; taps h1, h3, gate [H,S]
+        qk_raw = (att["q_raw"], att["k_raw"]) if self.config.qk_norm else None  # [QD|KVD,S]
         acts = LayerActs(
             x, xn, rrms1, att["attn"], att["qkv"], x2, x2n, rrms2, ffn["h1"], ffn["h3"], ffn["gate"]
         )
+        acts.qk_raw = qk_raw
         return ffn["x_next"], acts
 
     def forward_backward(
@@ -318,9 +336,14 @@ class DynamicPipeline:
         b1 = k["sdpa_bwd1"](qkv=a.qkv, dao=dao)  # dv [KVD,S]; scores (probs, dp) [2*NH*S,S]
         b2 = k["sdpa_bwd2"](scores=b1.tap("scores"), qk=a.qkv[self._qk])  # dq, dk pre-RoPE
         dq, dk, dv = b2["dq"], b2["dk"], b1["dv"]  # [QD,S], [KVD,S], [KVD,S]
+        dq_in: np.ndarray | Tap = b2.tap("dq")
+        dk_in: np.ndarray | Tap = b2.tap("dk")
+        if a.qk_raw is not None:  # QK-norm backward: gradients of the raw projections
+            dq = dq_in = self._qk_norm_backward(dp.q_norm, dq, a.qk_raw[0], p.q_norm)  # [QD,S]
+            dk = dk_in = self._qk_norm_backward(dp.k_norm, dk, a.qk_raw[1], p.k_norm)  # [KVD,S]
         self._dw((dp.wq, dq, a.xn), (dp.wk, dk, a.xn), (dp.wv, dv, a.xn))
-        dxn = k["q_bwd"](layer, dq=b2.tap("dq"))["dxn_q"]  # [D,S] Wq^T dq
-        dxn += k["kv_bwd"](layer, dk=b2.tap("dk"), dv=b1.tap("dv"))["dxn_kv"]  # Wk^T dk + Wv^T dv
+        dxn = k["q_bwd"](layer, dq=dq_in)["dxn_q"]  # [D,S] Wq^T dq
+        dxn += k["kv_bwd"](layer, dk=dk_in, dv=b1.tap("dv"))["dxn_kv"]  # Wk^T dk + Wv^T dv
         return dx + self._rmsnorm_backward(dp.rms_att, dxn, a.x, p.rms_att, a.rrms1)  # [D,S]
 
     # ---- bookkeeping ----------------------------------------------------------------------

@@ -20,6 +20,8 @@ from anetrain.train.loop import TrainConfig, Trainer
 @pytest.mark.parametrize("name", ["stories110m", "qwen3-0.6b"])
 def test_one_step_on_sim(name: str, tmp_path) -> None:
     model = preset(name)
+    if name == "qwen3-0.6b":  # the real architecture: QK-norm, RoPE base 1e6, 151,936 ids
+        assert model.qk_norm and model.vocab_size == 151936 and model.n_params == 596_049_920
     data = TokenFile(builtin_dataset(), vocab_size=model.vocab_size)
     cfg = TrainConfig(steps=1, accum=1, eval_every=100, ckpt_every=100)
     trainer = Trainer(model, data, cfg, tmp_path)

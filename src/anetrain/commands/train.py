@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     from anetrain import runfolder
     from anetrain.data.corpus import builtin_dataset, check_tokenizer, load_tokenizer
+    from anetrain.data.hf_tokenizer import HFTokenizer
     from anetrain.data.tokens import TokenFile
     from anetrain.memory import check_fits, training_bytes
     from anetrain.model.config import load_config
@@ -159,7 +160,11 @@ def run(args: argparse.Namespace) -> int:
         data_path = args.data
         tokenizer_spec = args.tokenizer or (init.tokenizer if init is not None else None)
     if tokenizer_spec is not None:
-        check_tokenizer(load_tokenizer(tokenizer_spec), model.vocab_size)
+        tok = load_tokenizer(tokenizer_spec)
+        # samples draw only ids the data uses, so a small llama2.c vocabulary is fine; a
+        # tokenizer.json that produces ids beyond the model is not
+        if isinstance(tok, HFTokenizer):
+            check_tokenizer(tok, model.vocab_size)
     data = TokenFile(data_path, vocab_size=model.vocab_size)
     cfg = TrainConfig(
         steps=args.steps,

@@ -103,3 +103,25 @@ def test_bad_input_gets_one_line(tmp_path: Path, capsys) -> None:
         capsys, message, "generate", "--ckpt", folder, "--tokenizer", tmp_path / "big.json"
     )
     one_line_error(capsys, "not empty", "export", "hf", folder, "--out", folder)
+
+
+def test_init_reads_every_format_through_the_one_loader(tmp_path: Path, capsys) -> None:
+    """train --init takes llama2.c files and our own runs too (the loader is shared)."""
+    from anetrain.model import ModelConfig, init_params
+    from anetrain.model.llama2c import export_llama2c
+
+    cfg = ModelConfig(dim=32, n_layers=1, n_heads=4, hidden_dim=64, vocab_size=512, seq_len=32)
+    start = init_params(cfg, seed=9)
+    export_llama2c(tmp_path / "m.bin", start)
+    common = ["--steps", "1", "--accum", "1", "--sample-tokens", "0", "--no-progress"]
+    run1 = tmp_path / "r1"
+    code, _, err = run(capsys, "train", "--init", tmp_path / "m.bin", *common, "--out", run1)
+    assert code == 0, err
+    first = load_model(run1)
+    assert first.config.arch_hash() == cfg.arch_hash()
+    assert 0 < np.abs(first.params.flat - start.flat).max() < 0.05
+    run2 = tmp_path / "r2"
+    assert run(capsys, "train", "--init", run1, *common, "--out", run2)[0] == 0
+    assert json.loads((run2 / "config.json").read_text())["init"]["format"] == "anetrain"
+    one_line_error(capsys, "drop --model", "train", "--init", run1, "--model", "tiny")
+    one_line_error(capsys, "--resume", "train", "--init", run1, "--resume", "--out", run2)

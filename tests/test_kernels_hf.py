@@ -97,3 +97,38 @@ def test_kernels_equal_transformers(tmp_path: Path, kind: str, origin: str, dt: 
         rel = np.linalg.norm(got - exp) / np.linalg.norm(exp)
         cos = got @ exp / (np.linalg.norm(got) * np.linalg.norm(exp))
         assert rel <= tol_grads and cos >= 0.999, f"{name}: relative error {rel}, cosine {cos}"
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen3"])
+def test_kernel_prefill_then_greedy_equals_transformers_generate(tmp_path: Path, kind) -> None:
+    """generate --prefill kernels: the prompt through the forward kernels (fp32), decoding on
+    the CPU; the continuation is transformers' greedy one."""
+    from anetrain.model.generate import generate
+    from anetrain.train.prefill import kernel_prefill
+
+    folder = _hf_folder(tmp_path, kind)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).double().eval()
+    params = import_hf(folder).params
+    prompt = [5, 77, 140, 9, 33, 2]
+    pipe = DynamicPipeline(params.config, backend="sim", dtype=FP32, forward_only=True)
+    try:
+        new = generate(
+            params,
+            params.config,
+            prompt,
+            SEQ - len(prompt),
+            temperature=0.0,
+            prefill_fn=lambda p, t, kv: kernel_prefill(pipe, p, t, kv),
+        )
+    finally:
+        pipe.close()
+    with torch.no_grad():
+        ref = model.generate(
+            torch.as_tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=SEQ - len(prompt),
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )[0, len(prompt) :].tolist()
+    assert new == ref

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from anetrain.cli import main
-from anetrain.commands.generate import detect_format
 from anetrain.data.corpus import load_tokenizer
 from anetrain.data.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from anetrain.model import ModelConfig, Params
 from anetrain.model.llama2c import export_llama2c
+from anetrain.model.loader import detect_format
 from anetrain.model.original import MAGIC as BLZT_MAGIC
 from anetrain.model.reference import forward
 from anetrain.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint

@@ -104,13 +104,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def detect_format(path: Path) -> str:
-    """The model format of ``path`` (see :func:`anetrain.model.loader.detect_format`)."""
-    from anetrain.model.loader import detect_format as detect
-
-    return detect(path)
-
-
 def _check_args(args: argparse.Namespace) -> None:
     if args.max_tokens < 1:
         raise GenerateError(f"--max-tokens must be at least 1, got {args.max_tokens}")

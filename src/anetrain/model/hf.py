@@ -385,16 +385,20 @@ def export_hf(
                 t = t * np.float32(cfg.res_alpha)
             tensors[f"model.layers.{i}.{_LAYER_KEYS[name]}"] = np.ascontiguousarray(t)
     hf_cfg = config_to_hf(cfg.replace(residual_scaling=False), base_config)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.name}.tmp")  # written beside, renamed when complete
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    (tmp / CONFIG).write_text(json.dumps(hf_cfg, indent=2) + "\n", encoding="utf-8")
-    for f in tok_files:
-        shutil.copyfile(f, tmp / f.name)
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
+    try:
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(hf_cfg, indent=2) + "\n", encoding="utf-8")
+        for f in tok_files:
+            shutil.copyfile(f, tmp / f.name)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise HFModelError(f"{out}: cannot write the folder ({err.strerror or err})") from None
     return out
 
 

@@ -26,7 +26,9 @@ TOL = {"fp32": (1e-4, 1e-4), "fp16": (2e-2, 1e-2)}  # (logits, gradients)
 
 
 def _hf_folder(tmp: Path, kind: str) -> Path:
-    return save_folder(tmp / kind, kind, max_position_embeddings=SEQ)[0]
+    over = {"tie_word_embeddings": False} if kind.endswith("-untied") else {}
+    name = kind.removesuffix("-untied")
+    return save_folder(tmp / kind, name, max_position_embeddings=SEQ, **over)[0]
 
 
 def _ours_folder(tmp: Path, kind: str) -> Path:
@@ -49,7 +51,7 @@ CASES = [
     for kind in ("llama", "qwen3")
     for origin in ("hf", "ours")
     for dt in ("fp32", "fp16")
-]
+] + [pytest.param("llama-untied", "hf", dt, id=f"llama-untied-hf-{dt}") for dt in ("fp32", "fp16")]
 
 
 @pytest.mark.parametrize(("kind", "origin", "dt"), CASES)
@@ -60,15 +62,16 @@ def test_kernels_equal_transformers(tmp_path: Path, kind: str, origin: str, dt: 
     h = import_hf(folder)
     params, cfg = h.params, h.config
     assert cfg.seq_len == SEQ and cfg.qk_norm == (kind == "qwen3")
+    assert cfg.tied_embeddings == (not kind.endswith("-untied"))
     seq = np.random.default_rng(2).integers(0, cfg.vocab_size, SEQ + 1)
     tokens, targets = seq[:-1], seq[1:]
     pipe = DynamicPipeline(cfg, backend="sim", dtype=FP32 if dt == "fp32" else FP16)
     try:
         pipe.stage_weights(params)
-        # logits: the forward kernels, then the final norm and the tied classifier
+        # logits: the forward kernels, then the final norm and the classifier
         x, _ = pipe.forward(params, tokens)  # [D,S]
         xf, _ = rmsnorm_forward(x.T.astype(np.float64), params["rms_final"], cfg.norm_eps)
-        logits = xf @ params["embed"].T.astype(np.float64)  # [S,V]
+        logits = xf @ params.classifier.T.astype(np.float64)  # [S,V]
         ref = hf_logits(model, tokens)
         tol_logits, tol_grads = TOL[dt]
         assert np.abs(logits - ref).max() <= tol_logits * np.abs(ref).max()
@@ -90,7 +93,7 @@ def test_kernels_equal_transformers(tmp_path: Path, kind: str, origin: str, dt: 
 
     ours = load_file(str(tmp_path / "grads" / "model.safetensors"))
     for name, p in model.named_parameters():
-        if name == "lm_head.weight":
+        if name == "lm_head.weight" and cfg.tied_embeddings:
             continue  # tied: the same tensor as embed_tokens
         exp = p.grad.double().numpy().ravel()
         got = ours[name].astype(np.float64).ravel()

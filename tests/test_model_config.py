@@ -114,8 +114,12 @@ def test_unknown_preset_and_missing_file() -> None:
 def test_float_fields_accept_ints() -> None:
     c = ModelConfig(dim=8, n_layers=1, n_heads=2, hidden_dim=8, vocab_size=4, rope_base=500)
     assert isinstance(c.rope_base, float)
-    with pytest.raises(ConfigValueError, match="tied_embeddings"):
-        c.replace(tied_embeddings=False)
+    untied = c.replace(tied_embeddings=False)  # a separate classifier: V*D more parameters
+    assert untied.n_params == c.n_params + 4 * 8 and untied.arch_hash() != c.arch_hash()
+    p = Params(untied)
+    assert p.classifier is p["lm_head"] and p["lm_head"].shape == (4, 8)
+    tied = Params(c)
+    assert tied.classifier is tied["embed"]
 
 
 def test_params_are_views_of_one_buffer() -> None:

@@ -27,15 +27,24 @@ def logits_of(p: Params) -> np.ndarray:
 # --- llama2.c --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("version", [0, 1])
-def test_llama2c_roundtrip_is_exact(tmp_path, version: int) -> None:
-    p = init_params(CFG, seed=5)
+def test_llama2c_roundtrip_is_exact(tmp_path, version: int, tied: bool) -> None:
+    cfg = CFG.replace(tied_embeddings=tied)
+    p = init_params(cfg, seed=5)
     f = tmp_path / "m.bin"
     export_llama2c(f, p, version=version)
     expected = 4 * (p.flat.size + (CFG.seq_len * CFG.head_dim if version == 0 else 0))
     assert f.stat().st_size == (28 if version == 0 else 256) + expected
+    data = f.read_bytes()
+    if version == 0:  # llama2.c: a negative vocab_size marks an unshared classifier (wcls last)
+        assert struct.unpack("<i", data[20:24])[0] == (CFG.vocab_size if tied else -CFG.vocab_size)
+    else:
+        assert data[36] == int(tied)
+    if not tied:
+        assert data[-4 * p["lm_head"].size :] == p["lm_head"].astype("<f4").tobytes()
     cfg2, p2 = import_llama2c(f)
-    assert cfg2 == CFG
+    assert cfg2 == cfg
     assert np.array_equal(p2.flat, p.flat)
     assert np.array_equal(logits_of(p2), logits_of(p))
     assert not list(tmp_path.glob(".*tmp"))  # atomic write left no temp file
@@ -108,7 +117,8 @@ def test_llama2c_size_and_header_errors(tmp_path) -> None:
         "long.bin": (data + b"\0\0\0\0", "too long"),
         "tiny.bin": (data[:10], "file too short"),
         "empty.bin": (b"", "empty"),
-        "unshared.bin": (data[:20] + struct.pack("<i", -19) + data[24:], "unshared classifier"),
+        # an unshared header promises a wcls block after the RoPE tables
+        "unshared.bin": (data[:20] + struct.pack("<i", -19) + data[24:], "too short"),
         "zero.bin": (struct.pack("<7i", 8, 8, 0, 2, 2, 5, 4), "implausible"),
         "q80.bin": (struct.pack("<Ii", MAGIC_V1, 2).ljust(256, b"\0"), "Q8_0"),
     }

@@ -3,7 +3,7 @@
 Dimension glossary (used across ``anetrain.model``): ``D`` dim, ``H`` FFN hidden, ``L`` layers,
 ``NH`` query heads, ``KVH`` key/value heads, ``HD`` head dim, ``QD = NH*HD``, ``KVD = KVH*HD``,
 ``V`` vocab, ``S``/``T`` sequence, ``B`` batch. Llama-style: pre-RMSNorm, interleaved-pair RoPE,
-GQA with ``kv = h // (NH // KVH)``, SwiGLU, tied embedding/classifier, no biases; ``qk_norm``
+GQA with ``kv = h // (NH // KVH)``, SwiGLU, tied (or separate) classifier, no biases; ``qk_norm``
 adds Qwen3's per-head RMSNorm on queries and keys before RoPE. Hugging Face checkpoints rotate
 half-split pairs instead; their q/k rows are permuted exactly at load (``anetrain.model.hf``), so
 one RoPE convention runs everywhere. Not here: training hyper-parameters (``anetrain.train``).
@@ -67,7 +67,7 @@ class ModelConfig:
     seq_len: int = 256  # S, training window and default generation limit
     norm_eps: float = 1e-5  # RMSNorm epsilon inside the sqrt
     rope_base: float = 10000.0  # theta_i(pos) = pos / rope_base^(2i/HD)
-    tied_embeddings: bool = True  # classifier = embedding (the only variant implemented)
+    tied_embeddings: bool = True  # classifier = embedding; False adds an lm_head [V, D]
     residual_scaling: bool = False  # x + alpha*branch, alpha = 1/sqrt(2L) (dynamic pipeline)
     qk_norm: bool = False  # Qwen3: per-head RMSNorm (weights [HD]) on q and k before RoPE
 
@@ -114,8 +114,9 @@ class ModelConfig:
 
     @property
     def n_params(self) -> int:
-        """Total parameters, counting the tied embedding once (stories110m: 109.53M)."""
-        return self.vocab_size * self.dim + self.n_layers * self.n_params_layer + self.dim
+        """Total parameters, counting a tied embedding once (stories110m: 109.53M)."""
+        head = 0 if self.tied_embeddings else self.vocab_size * self.dim
+        return self.vocab_size * self.dim + self.n_layers * self.n_params_layer + self.dim + head
 
     # --- identity ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -273,8 +274,6 @@ def _check_values(cfg: ModelConfig) -> None:
         )
     if cfg.head_dim % 2 != 0:
         raise ConfigValueError(f"head_dim ({cfg.head_dim}) must be even: RoPE rotates pairs")
-    if not cfg.tied_embeddings:
-        raise ConfigValueError("tied_embeddings=false is not implemented (classifier = embedding)")
 
 
 def _suggest(word: str, choices: Any) -> str:

@@ -11,7 +11,8 @@ head's q/k projection rows (and the per-head q/k norm weights) by ``perm[2i] = i
 perm[2i+1] = i + HD/2``; exporting applies the inverse. The function is exactly the same; the
 kernels keep one RoPE.
 
-Weights map ``[out, in]`` to ``[out, in]`` with no transpose (``nn.Linear`` stores ``[out, in]``).
+Weights map ``[out, in]`` to ``[out, in]`` with no transpose (``nn.Linear`` stores ``[out, in]``);
+``tie_word_embeddings: false`` models keep their ``lm_head.weight`` as anetrain's ``lm_head``.
 Stored dtypes F32, F16 and BF16 load as float32 (BF16 is widened bit-exactly). Export writes
 float32 safetensors.
 """
@@ -51,7 +52,11 @@ _LAYER_KEYS = {  # anetrain name -> key inside model.layers.{i}.
     "q_norm": "self_attn.q_norm.weight",
     "k_norm": "self_attn.k_norm.weight",
 }
-_GLOBAL_KEYS = {"embed": "model.embed_tokens.weight", "rms_final": "model.norm.weight"}
+_GLOBAL_KEYS = {
+    "embed": "model.embed_tokens.weight",
+    "rms_final": "model.norm.weight",
+    "lm_head": "lm_head.weight",  # untied models only
+}
 _ROPE_ROWS = {"wq": "n_heads", "wk": "n_kv_heads", "q_norm": None, "k_norm": None}
 _DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2")}
 
@@ -110,12 +115,6 @@ def config_from_hf(hf: dict[str, Any], source: str, seq_len: int | None = None) 
     for key in ("attention_bias", "mlp_bias"):
         if hf.get(key):
             refuse(key, hf[key], "anetrain's projections have no biases")
-    if not hf.get("tie_word_embeddings", arch == "qwen3"):
-        refuse(
-            "tie_word_embeddings",
-            hf.get("tie_word_embeddings", False),
-            "anetrain's classifier is the embedding; only tied models are supported",
-        )
     if hf.get("use_sliding_window"):
         refuse("use_sliding_window", True, "anetrain attends over the whole window")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
@@ -141,6 +140,8 @@ def config_from_hf(hf: dict[str, Any], source: str, seq_len: int | None = None) 
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             rope_base=float(theta),
             qk_norm=arch == "qwen3",
+            # transformers' default: Qwen3Config ties, LlamaConfig does not
+            tied_embeddings=bool(hf.get("tie_word_embeddings", arch == "qwen3")),
         )
     except ConfigError as err:
         raise HFModelError(f"{source}: config.json describes an invalid model: {err}") from None
@@ -166,7 +167,7 @@ def config_to_hf(cfg: ModelConfig, base: dict[str, Any] | None = None) -> dict[s
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_base,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base},
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": cfg.tied_embeddings,
         "attention_bias": False,
         "attention_dropout": 0.0,
         "torch_dtype": "float32",
@@ -236,7 +237,8 @@ def import_hf(folder: str | Path, seq_len: int | None = None) -> HFModel:
     perm = half_to_interleaved(cfg.head_dim)
     notes = []
     for name, key in _GLOBAL_KEYS.items():
-        params[name][...] = _take(tensors, key, params[name].shape, folder)
+        if name in params.tensors:
+            params[name][...] = _take(tensors, key, params[name].shape, folder)
     for name in params:
         if name in _GLOBAL_KEYS:
             continue
@@ -248,10 +250,14 @@ def import_hf(folder: str | Path, seq_len: int | None = None) -> HFModel:
                 t = _permute_heads(t, heads, cfg.head_dim, perm)
             params[name][i] = t
     head = tensors.get("lm_head.weight")
-    if head is not None and not np.array_equal(_widen(head), params["embed"]):
+    if (
+        cfg.tied_embeddings
+        and head is not None
+        and not np.array_equal(_widen(head), params["embed"])
+    ):
         raise HFModelError(
             f"{folder}: lm_head.weight differs from the embedding although "
-            "tie_word_embeddings = true; anetrain cannot represent a separate classifier"
+            "tie_word_embeddings = true; fix config.json (set it to false) or the weights"
         )
     extra = sorted(set(tensors) - _expected_keys(cfg) - {"lm_head.weight"})
     if extra:
@@ -268,7 +274,9 @@ def import_hf(folder: str | Path, seq_len: int | None = None) -> HFModel:
 
 
 def _expected_keys(cfg: ModelConfig) -> set[str]:
-    keys = set(_GLOBAL_KEYS.values())
+    keys = {_GLOBAL_KEYS[n] for n in ("embed", "rms_final")}
+    if not cfg.tied_embeddings:
+        keys.add(_GLOBAL_KEYS["lm_head"])
     names = [n for n in _LAYER_KEYS if cfg.qk_norm or n not in ("q_norm", "k_norm")]
     for i in range(cfg.n_layers):
         keys |= {f"model.layers.{i}.{_LAYER_KEYS[n]}" for n in names}
@@ -372,7 +380,11 @@ def export_hf(
     tok_files = _tokenizer_files(tokenizer) if tokenizer is not None else []
     p = params.astype(np.float32)
     perm_inv = np.argsort(half_to_interleaved(cfg.head_dim))
-    tensors = {key: np.ascontiguousarray(p[name]) for name, key in _GLOBAL_KEYS.items()}
+    tensors = {
+        key: np.ascontiguousarray(p[name])
+        for name, key in _GLOBAL_KEYS.items()
+        if name in p.tensors
+    }
     for name in p:
         if name in _GLOBAL_KEYS:
             continue

@@ -8,7 +8,8 @@ v1: uint32 magic ``0x616b3432`` ("ak42"), int32 version 1, the 7 ints, uint8 sha
 pad to 256 bytes; then ``rms_att[L], rms_ffn[L], rms_final, embed, wq[L], wk[L], wv[L], wo[L],
 w1[L], w2[L], w3[L]`` (no RoPE tables), then ``wcls`` if unshared.
 Tensors are ``[out, in]`` and RoPE uses interleaved pairs in both projects, so no permutation.
-Only tied classifiers and ``head_dim == dim // n_heads`` (llama2.c derives HD) are expressible,
+An unshared classifier (``wcls``) is anetrain's ``lm_head``. Only ``head_dim == dim // n_heads``
+(llama2.c derives HD) is expressible,
 and ``run.c`` hard-codes the RoPE base (10000) and the RMSNorm epsilon (1e-5) and has no QK-norm,
 so the exporter refuses any other value rather than write a file that computes something else.
 """
@@ -60,15 +61,18 @@ def export_llama2c(
     if cfg.residual_scaling:
         tensors["wo"] = tensors["wo"] * np.float32(cfg.res_alpha)
         tensors["w2"] = tensors["w2"] * np.float32(cfg.res_alpha)
+    shared = cfg.tied_embeddings
     ints = (cfg.dim, cfg.hidden_dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size)
     ints = (*ints, cfg.seq_len)
+    wcls = [] if shared else [tensors["lm_head"]]
     chunks: list[bytes | np.ndarray]
-    if version == 0:
+    if version == 0:  # a negative vocab_size marks an unshared classifier
         cos, sin = rope_tables(cfg.head_dim, np.arange(cfg.seq_len), cfg.rope_base)
-        chunks = [struct.pack("<7i", *ints), *(tensors[n] for n in _V0_ORDER), cos, sin]
+        v0 = (*ints[:5], ints[5] if shared else -ints[5], ints[6])
+        chunks = [struct.pack("<7i", *v0), *(tensors[n] for n in _V0_ORDER), cos, sin, *wcls]
     elif version == 1:
-        head = struct.pack("<Ii7iB", MAGIC_V1, 1, *ints, 1)
-        chunks = [head.ljust(HEADER_V1_BYTES, b"\0"), *(tensors[n] for n in _V1_ORDER)]
+        head = struct.pack("<Ii7iB", MAGIC_V1, 1, *ints, int(shared))
+        chunks = [head.ljust(HEADER_V1_BYTES, b"\0"), *(tensors[n] for n in _V1_ORDER), *wcls]
     else:
         raise ValueError(f"llama2.c export supports versions 0 and 1, not {version}")
     write_atomic(path, chunks)
@@ -100,11 +104,6 @@ def import_llama2c(path: str | Path) -> tuple[ModelConfig, Params]:
     dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len = ints
     if min(ints) <= 0 or dim % n_heads:
         raise ModelFileError(f"{r.path}: implausible llama2.c v{version} header {ints}")
-    if not shared:
-        raise ModelFileError(
-            f"{r.path}: the file has an unshared classifier (wcls); anetrain ties the "
-            "classifier to the embedding, so it cannot represent this model"
-        )
     try:
         cfg = ModelConfig(
             dim=dim,
@@ -114,6 +113,7 @@ def import_llama2c(path: str | Path) -> tuple[ModelConfig, Params]:
             hidden_dim=hidden,
             vocab_size=vocab,
             seq_len=seq_len,
+            tied_embeddings=shared,
         )
     except ConfigError as e:
         raise ModelFileError(f"{r.path}: llama2.c header {ints} is invalid: {e}") from e
@@ -128,4 +128,7 @@ def import_llama2c(path: str | Path) -> tuple[ModelConfig, Params]:
     for name in order:
         t = params[name]
         t[...] = r.f32(t.size, name).reshape(t.shape)
+    if not shared:  # wcls follows everything else (v0: after the RoPE tables)
+        r.skip_f32(rope_floats)
+        params["lm_head"][...] = r.f32(params["lm_head"].size, "wcls").reshape(cfg.vocab_size, dim)
     return cfg, params

@@ -40,6 +40,8 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     if cfg.qk_norm:  # per-head RMSNorm weights, shared by every head of a layer
         shapes["q_norm"] = (L, cfg.head_dim)
         shapes["k_norm"] = (L, cfg.head_dim)
+    if not cfg.tied_embeddings:  # a separate classifier (llama2.c's wcls, HF's lm_head)
+        shapes["lm_head"] = (V, D)
     return shapes
 
 
@@ -96,6 +98,11 @@ class Params:
     def dtype(self) -> np.dtype:
         return self.flat.dtype
 
+    @property
+    def classifier(self) -> np.ndarray:
+        """``[V, D]``: the embedding when tied, else ``lm_head``."""
+        return self.tensors["embed" if self.config.tied_embeddings else "lm_head"]
+
     def layer(self, i: int) -> LayerParams:
         t = self.tensors
         return LayerParams(**{f: t[f][i] for f in LayerParams.__dataclass_fields__ if f in t})
@@ -137,6 +144,7 @@ def init_params(cfg: ModelConfig, seed: int = 42) -> Params:
     D, H, QD, a = cfg.dim, cfg.hidden_dim, cfg.qd, cfg.res_alpha
     bound = {
         "embed": 0.02,
+        "lm_head": 0.02,
         "wq": 1 / np.sqrt(D),
         "wk": 1 / np.sqrt(D),
         "wv": 1 / np.sqrt(D),

@@ -375,7 +375,7 @@ def forward(
         x, lc = layer_forward(p.layer(i), x, cos, sin, cfg)
         layers.append(lc)
     xfn, rrmsf = rmsnorm_forward(x, p["rms_final"], cfg.norm_eps)  # [B,T,D]
-    logits = matmul_forward(xfn, p["embed"])  # [B,T,V] tied classifier
+    logits = matmul_forward(xfn, p.classifier)  # [B,T,V] (the embedding when tied)
     loss, probs = None, None
     if targets is not None:
         losses, probs = crossentropy_forward(logits, targets)  # [B,T], [B,T,V]
@@ -399,7 +399,7 @@ def backward(params: Params, cache: Cache, dloss: float = 1.0) -> Params:
     # kick off the chain rule: each token's loss enters the mean with weight 1/(B*T)
     dlosses = np.full((B, T), dloss / (B * T), dtype=grads.dtype)  # [B,T]
     dlogits = crossentropy_softmax_backward(dlosses, cache.probs, cache.targets)  # [B,T,V]
-    dxfn = matmul_backward(grads["embed"], dlogits, cache.xfn, p["embed"])  # [B,T,D]
+    dxfn = matmul_backward(grads.classifier, dlogits, cache.xfn, p.classifier)  # [B,T,D]
     dx = rmsnorm_backward(grads["rms_final"], dxfn, cache.xf, p["rms_final"], cache.rrmsf)
     for i in reversed(range(cfg.n_layers)):
         dx = layer_backward(
@@ -470,7 +470,7 @@ def forward_step(params: Params, token: int, pos: int, kv_cache: KVCache) -> np.
         x = residual_forward(x2, p.w2 @ swiglu_forward(p.w1 @ x2n, p.w3 @ x2n), a)  # [D]
     kv_cache.length = max(kv_cache.length, pos + 1)
     xfn, _ = rmsnorm_forward(x, params["rms_final"], cfg.norm_eps)  # [D]
-    return params["embed"] @ xfn  # [V]
+    return params.classifier @ xfn  # [V]
 
 
 def prefill(params: Params, tokens: np.ndarray, kv_cache: KVCache) -> np.ndarray:

@@ -287,13 +287,13 @@ class DynamicPipeline:
         xf, rrmsf = self._rmsnorm(x, params["rms_final"])  # [D,S], [S,1]
         with self.timer("classifier"):
             ids = self.vocab.rows
-            cembed = params["embed"][ids]  # [CV,D] (a view when every id is used)
+            cembed = params.classifier[ids]  # [CV,D] (a view when every id is used)
             xf_t = xf.T  # [S,D]
             logits = self._matmul(xf_t, cembed.T)  # [S,CV]
             ct = self.vocab.compact(np.asarray(targets, dtype=np.int64))
             losses, dlogits = crossentropy_inplace(logits, ct, loss_scale / S)  # [S], [S,CV]
             dxf = self._matmul(dlogits, cembed).T  # [D,S]
-            gembed = grads["embed"]
+            gembed = grads.classifier
 
             def classifier_dw(dl: np.ndarray = dlogits, xf: np.ndarray = xf_t) -> None:
                 gembed[ids] += g * (dl.T @ xf)

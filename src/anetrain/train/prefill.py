@@ -93,7 +93,7 @@ def kernel_prefill(
     with pipeline.timer("rmsnorm"):
         xf, _ = rmsnorm_forward(x[:, T - 1], params["rms_final"], cfg.norm_eps)  # [D]
     with pipeline.timer("classifier"):
-        return params["embed"] @ xf.astype(params.dtype)  # [V]
+        return params.classifier @ xf.astype(params.dtype)  # [V]
 
 
 class KernelPrefill:

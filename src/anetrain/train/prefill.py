@@ -7,7 +7,8 @@ through the same compiled forward kernels that training uses (``sdpa_fwd``, ``wo
 the ``ane`` backend on a Mac. The prompt is padded to the pipeline's window: attention is
 causal, so the padding after the prompt cannot change any prompt position. Each layer's
 ``k_rope`` and ``v`` taps for the prompt positions land in the KV cache; the CPU computes the
-final RMSNorm and the full-vocabulary (tied) classifier for the last prompt position only.
+final RMSNorm and the full-vocabulary classifier (``Params.classifier``) for the last prompt
+position only.
 
 With fp32 kernels (``dtype=FP32``, sim only) the cache and logits match
 :func:`~anetrain.model.reference.prefill` to float32 rounding; with fp16 kernels (what the ANE

@@ -302,7 +302,7 @@ def test_generate_refuses_a_checkpoint_with_non_finite_weights(
 ) -> None:
     """A diverged run of an older version could save NaN weights; sampling from them is
     refused rather than printing noise."""
-    from anetrain.train import checkpoint
+    from anetrain.model import checkpoint  # the format lives in model/ (train re-exports it)
 
     out = tmp_path / "run"
     finished(out, data, steps=2)

@@ -10,6 +10,7 @@ from anetrain.model.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_metadata,
+    refuse_non_finite,
     save_checkpoint,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "CheckpointError",
     "load_checkpoint",
     "read_metadata",
+    "refuse_non_finite",
     "save_checkpoint",
 ]

@@ -283,7 +283,7 @@ class DynamicPipeline:
         self._g = g = grad_scale
         x, acts = self.forward(params, tokens)
 
-        # final norm, tied classifier over the compact vocabulary, fused softmax + CE backward
+        # final norm, classifier over the compact vocabulary, fused softmax + CE backward
         xf, rrmsf = self._rmsnorm(x, params["rms_final"])  # [D,S], [S,1]
         with self.timer("classifier"):
             ids = self.vocab.rows

@@ -90,7 +90,7 @@ def kernel_prefill(
         kv_cache.v[layer, :, :T] = v.reshape(KVH, HD, T).transpose(0, 2, 1)
     kv_cache.length = T
 
-    # final norm and the tied classifier, for the last prompt position only
+    # final norm and the classifier, for the last prompt position only
     with pipeline.timer("rmsnorm"):
         xf, _ = rmsnorm_forward(x[:, T - 1], params["rms_final"], cfg.norm_eps)  # [D]
     with pipeline.timer("classifier"):

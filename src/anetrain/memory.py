@@ -92,3 +92,17 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
+
+
+def check_model_load(path: str | os.PathLike[str], limit: int | None = None) -> None:
+    """Refuse loading a model file or folder that cannot fit: loading holds the file's bytes,
+    the tensors parsed from them and the model's own buffer at once, so three times the size
+    of its weight files (a folder: its ``*.safetensors``) is the estimate."""
+    p = Path(path)
+    if p.is_file():
+        size = p.stat().st_size
+    elif p.is_dir():
+        size = sum(f.stat().st_size for f in p.glob("*.safetensors") if f.is_file())
+    else:
+        return  # the loader reports a missing path
+    check_fits(f"loading {p}", 3 * size, limit, hint="use a smaller model")

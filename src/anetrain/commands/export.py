@@ -60,9 +60,11 @@ def run_coreml(args: argparse.Namespace) -> int:
 def run_hf(args: argparse.Namespace) -> int:
     from anetrain.data.corpus import check_tokenizer
     from anetrain.data.hf_tokenizer import HFTokenizer, is_hf_tokenizer_spec
+    from anetrain.memory import check_model_load
     from anetrain.model.hf import HFModelError, export_hf
     from anetrain.model.loader import load_model
 
+    check_model_load(args.model)
     model = load_model(args.model, find_tokenizer=args.tokenizer is None)
     spec = args.tokenizer or model.tokenizer
     if spec is None or not is_hf_tokenizer_spec(spec):

@@ -138,12 +138,14 @@ class _Stream:
 
 def run(args: argparse.Namespace) -> int:
     from anetrain.data.corpus import check_tokenizer, load_tokenizer
+    from anetrain.memory import check_model_load
     from anetrain.model.generate import generate
     from anetrain.model.loader import load_model
     from anetrain.model.reference import prefill as numpy_prefill
 
     _check_args(args)
-    model = load_model(args.ckpt, find_tokenizer=args.tokenizer is None, max_memory=args.max_memory)
+    check_model_load(args.ckpt, args.max_memory)
+    model = load_model(args.ckpt, find_tokenizer=args.tokenizer is None)
     import numpy as np
 
     if not np.isfinite(model.params.flat).all():

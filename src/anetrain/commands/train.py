@@ -218,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_init(args: argparse.Namespace) -> Any:
     """The model ``--init`` names (a :class:`~anetrain.model.loader.LoadedModel`)."""
+    from anetrain.memory import check_model_load
     from anetrain.model.loader import load_model
     from anetrain.train.loop import TrainError
 
@@ -225,9 +226,8 @@ def _load_init(args: argparse.Namespace) -> Any:
         raise TrainError("--init starts a new run; --resume continues --out's own checkpoint")
     if args.model is not None or args.config is not None:
         raise TrainError("--init takes the architecture from its model; drop --model/--config")
-    loaded = load_model(
-        args.init, find_tokenizer=args.tokenizer is None, max_memory=args.max_memory
-    )
+    check_model_load(args.init, args.max_memory)
+    loaded = load_model(args.init, find_tokenizer=args.tokenizer is None)
     for note in loaded.notes:
         print(f"note: {note}")
     return loaded

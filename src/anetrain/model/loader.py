@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from anetrain.memory import check_fits
 from anetrain.model._io import ModelFileError
 from anetrain.model.checkpoint import CheckpointError, load_checkpoint
 from anetrain.model.config import ModelConfig
@@ -81,15 +80,12 @@ def load_model(
     *,
     find_tokenizer: bool = True,
     seq_len: int | None = None,
-    max_memory: int | None = None,
 ) -> LoadedModel:
     """Load any supported model; errors are one-line :class:`ModelFileError` subclasses.
 
     ``find_tokenizer`` consults a run folder's config.json (or a Hugging Face folder's
     tokenizer.json) for the tokenizer; ``seq_len`` sets a Hugging Face model's window.
-    Loading holds the file's bytes, the tensors parsed from them and the model's own buffer at
-    once: three times the weights' size is refused up front when it exceeds ``max_memory`` or
-    the machine's available memory.
+    Callers check the memory first (``anetrain.memory.check_model_load``).
     """
     path = Path(spec)
     if not path.exists():
@@ -104,7 +100,6 @@ def load_model(
         kind = detect_format(path)
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
-    check_fits(f"loading {path}", 3 * _weights_size(path), max_memory, hint="use a smaller model")
     if kind == "hf":
         h = import_hf(path, seq_len)
         tok = str(h.tokenizer) if h.tokenizer is not None and find_tokenizer else None
@@ -183,13 +178,6 @@ def _run_tokenizer(run_dir: Path, run: dict[str, Any]) -> str | None:
     if not Path(spec).is_absolute() and not Path(spec).exists() and (run_dir / spec).exists():
         return str(run_dir / spec)
     return spec
-
-
-def _weights_size(path: Path) -> int:
-    """Bytes of the weight files a load reads (a folder: its safetensors files)."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.glob("*.safetensors") if f.is_file())
 
 
 def _head(path: Path, n: int) -> bytes:

@@ -94,9 +94,9 @@ MUTATIONS = {
     "9 no chip-profile preflight on ane": [
         (
             "runtime/backend.py",
-            "        validate_program(prog, self.chip, self.supported_ops())",
+            "        enforce(prog, self.chip, name or prog.main.name)",
             "        if self.name == 'sim':\n"
-            "            validate_program(prog, self.chip, self.supported_ops())",
+            "            enforce(prog, self.chip, name or prog.main.name)",
         ),
         "test_programs_the_chip_cannot_run_fail_before_any_bridge_call",
     ],

@@ -28,7 +28,7 @@ def test_doctor_says_why_ane_is_unavailable(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     ane = next(line for line in out.splitlines() if line.startswith("  ane "))
     assert "unavailable" in ane and "macOS" in ane
-    assert "chip         m4 (Apple M4; default)" in out
+    assert "chip         m4 (Apple M4, macOS 26 profile; default)" in out
 
 
 def test_doctor_json_fields(capsys: pytest.CaptureFixture[str]) -> None:
@@ -54,7 +54,7 @@ def test_doctor_json_fields(capsys: pytest.CaptureFixture[str]) -> None:
 def test_doctor_chip_m1_shows_ios16(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--chip", "m1"]) == 0
     out = capsys.readouterr().out
-    assert "chip         m1 (Apple M1; --chip)" in out
+    assert "chip         m1 (Apple M1, macOS 26 profile; --chip)" in out
     assert "opsets ios16;" in out and "program(1.0)" in out and "unsupported ops: cast" in out
     assert main(["doctor", "--chip", "M1", "--json"]) == 0
     chip = json.loads(capsys.readouterr().out)["chip"]
@@ -74,3 +74,12 @@ def test_doctor_as_a_user_runs_it() -> None:
         check=True,
     )
     assert json.loads(out.stdout)["backends"]["sim"]["available"] is True
+
+
+def test_doctor_os_selects_the_macos_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    """M1 on macOS 15 trained with program(1.3) kernels; on 26 it takes program(1.0) only."""
+    assert main(["doctor", "--chip", "m1", "--os", "15"]) == 0
+    out = capsys.readouterr().out
+    assert "macOS 15 profile" in out and "program(1.0, 1.3)" in out
+    assert main(["doctor", "--chip", "m1", "--os", "12"]) == 1
+    assert "no chip profiles for macOS '12'" in capsys.readouterr().err

@@ -96,10 +96,13 @@ def test_formulas_match_the_reference_tables() -> None:
 
 def test_reference_rows_cover_every_timed_row() -> None:
     rows = reference_rows()
-    assert len(rows) == 10 + 6 + 9 + 2 * 2
+    assert len(rows) == 10 + 6 + 9 + 2 * 2 + 10 + 6
     assert {r.group for r in rows} == {
         "peak_conv_chain", "single_conv_inmem", "sram_coarse_probe", "int8_w8a8_m4",
+        "m4_peak_conv_chain", "m4_single_conv_inmem",
     }  # fmt: skip
+    assert {r.chip for r in rows if r.group.startswith(("m4_", "int8"))} == {"m4"}
+    assert len(reference_rows(community=False)) == 29
     chain = next(r for r in rows if r.label == "128x conv 512ch sp64")
     assert chain.cost.flops == 2 * 512 * 512 * 64 * 128
 

@@ -14,7 +14,12 @@ import pytest
 
 from anetrain import runtime
 from anetrain.runtime import testing as T
-from anetrain.runtime.ane.device import chip_from_brand, chip_from_subtype, detect_chip
+from anetrain.runtime.ane.device import (
+    chip_from_brand,
+    chip_from_subtype,
+    detect_chip,
+    macos_major,
+)
 from anetrain.runtime.ane.modeldir import ModelDirs, weight_files
 from anetrain.runtime.ane.objc_bridge import platform_problem
 
@@ -109,6 +114,15 @@ def test_chip_from_brand(brand: str | None, chip: str | None) -> None:
 )
 def test_chip_from_subtype(subtype: str, chip: str | None) -> None:
     assert chip_from_subtype(subtype) == chip
+
+
+@pytest.mark.parametrize(
+    ("release", "major"),
+    [("15.6.1", "15"), ("26.2", "26"), ("14.0", "14"), ("27.0", None), ("", None), (None, None)],
+)
+def test_macos_major_selects_the_profile_version(release: str | None, major: str | None) -> None:
+    """The ane backend picks the profile for this Mac's macOS (the dialect depends on it)."""
+    assert macos_major(release) == major
 
 
 # ---- model folder and errors ---------------------------------------------------------------

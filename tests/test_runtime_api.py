@@ -85,6 +85,9 @@ def test_register_backend_and_backend_instance() -> None:
     echo = EchoBackend("m1")
     k2 = runtime.compile(T.softmax_program(4, 4, "ios16"), backend=echo)
     assert k2.chip.name == "m1" and echo.compile_count == 1
+    # the registry preflight runs in the shared compile path, so any backend gets it
+    with pytest.raises(runtime.UnsupportedOpError, match=r"\[dialect-program-version\]"):
+        runtime.compile(T.softmax_program(4, 4), backend=EchoBackend("m1"))
     with pytest.raises(TypeError, match="Backend constructor"):
         runtime.compile(T.softmax_program(4, 4), backend=EchoBackend(), chip="m2")
     with pytest.raises(ValueError, match="module:attribute"):
@@ -100,9 +103,11 @@ def test_error_hierarchy() -> None:
         runtime.KernelUnloadedError,
         runtime.SurfaceError,
         runtime.BackendUnavailable,
-        runtime.UnknownChipError,
     ):
         assert issubclass(cls, runtime.AneRuntimeError) and issubclass(cls, AnetrainError)
+    # chip data errors come from the hardware package, still one-line user errors
+    assert issubclass(runtime.UnknownChipError, AnetrainError)
+    assert issubclass(runtime.ChipProfileError, AnetrainError)
     assert issubclass(runtime.CompileBudgetExceeded, runtime.CompileError)
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from anetrain import runtime
 from anetrain.errors import AnetrainError
+from anetrain.hardware.chips import ChipProfile, chip_names, get_chip, profile_from_dict, provenance
 from anetrain.mil import FP16, FP32, Builder, print_program
 from anetrain.mil.blob import BlobWriter
 from anetrain.mil.types import INT32
-from anetrain.runtime.chips import ChipProfile, chip_names, get_chip, profile_from_dict, provenance
 from anetrain.runtime.testing import conv_program, softmax_program
 
 FAMILIES = ["m1", "m2", "m3", "m4", "m5"]
@@ -57,7 +57,7 @@ def test_names_are_normalized_and_default_is_m4() -> None:
 
 
 def test_provenance_covers_every_profile_field() -> None:
-    data = json.loads(resources.files("anetrain.runtime").joinpath("chips.json").read_text())
+    data = json.loads(resources.files("anetrain.hardware").joinpath("chips.json").read_text())
     documented = set(provenance())
     for key in data["defaults"]:
         if key not in ("notes", "dies"):
@@ -97,9 +97,11 @@ def test_m1_rejects_program_1_3_text() -> None:
     with pytest.raises(
         runtime.UnsupportedOpError,
         match=r"program\(1\.3\) is not accepted by "
-        r"Apple M1 \(m1\), which takes program\(1\.0\)",
+        r"Apple M1 \(m1, macOS 26\), which takes program\(1\.0\)",
     ):
         runtime.compile(text, backend="sim", chip="m1")
+    # on macOS 15 the same M1 trained with program(1.3) kernels (maderix/ANE issue #3)
+    assert runtime.compile(text, backend="sim", chip=get_chip("m1", "15")).chip.macos == "15"
     k = runtime.compile(print_program(softmax_program(8, 16, "ios16")), backend="sim", chip="m1")
     assert k.chip.name == "m1"
 
@@ -120,8 +122,14 @@ def test_m1_needs_one_blob_per_weight_file() -> None:
     y = b.conv(x, b.weight("W0", FP16, [8, 8, 1, 1], "all.bin", offsets[0]))
     b.returns(b.conv(y, b.weight("W1", FP16, [8, 8, 1, 1], "all.bin", offsets[1])))
     blobs = {"@model_path/weights/all.bin": writer.to_bytes()}
-    with pytest.raises(runtime.WeightsError, match=r"holds 2 blobs.*one blob per weight file"):
+    with pytest.raises(runtime.UnsupportedOpError, match=r"'W1' shares weight file .*'W0'"):
         runtime.compile(b.program(), blobs, backend="sim", chip="m1")
+    # a file holding two blobs is rejected on M1 even when the program reads only one of them
+    one = Builder("ios16")
+    x1 = one.input("x", FP16, [1, 8, 1, 4])
+    one.returns(one.conv(x1, one.weight("W0", FP16, [8, 8, 1, 1], "all.bin", offsets[0])))
+    with pytest.raises(runtime.WeightsError, match=r"holds 2 blobs.*one blob per weight file"):
+        runtime.compile(one.program(), blobs, backend="sim", chip="m1")
     k = runtime.compile(b.program(), blobs, backend="sim", chip="m3")
     assert np.array_equal(k(np.ones((8, 4), np.float32)), np.ones((1, 8, 1, 4)))
 

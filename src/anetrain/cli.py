@@ -21,6 +21,7 @@ def build_parser() -> OneLineParser:
     from anetrain.commands import export as export_cmd
     from anetrain.commands import generate as generate_cmd
     from anetrain.commands import mil as mil_cmd
+    from anetrain.commands import perfmodel as perfmodel_cmd
     from anetrain.commands import train as train_cmd
 
     parser = OneLineParser(
@@ -35,6 +36,7 @@ def build_parser() -> OneLineParser:
         dash_cmd,
         bench_cmd,
         mil_cmd,
+        perfmodel_cmd,
         data_cmd,
         export_cmd,
         doctor_cmd,

@@ -52,7 +52,10 @@ def run_dispatch(runner: Runner, emit: Emit) -> SuiteResult:
         emit(f"dispatch floor: {floor:.3f} ms per eval (fastest kernel)")
     if runner.params is not None:
         p = runner.params
-        emit(f"model: {p.dispatch_us:g} us per eval + {p.per_op_us:g} us per op + roofline time")
+        emit(
+            f"model: {p.dispatch_us:.4g} us per eval + {p.per_op_us:.4g} us per op + roofline "
+            f"time, never below the {p.floor_us:.4g} us floor"
+        )
     for line in runner.notes(it):
         emit(line)
     what = "measured" if runner.kind == "ane" else "modeled"

@@ -15,10 +15,10 @@ import numpy as np
 
 from anetrain import runtime
 from anetrain.bench.result import r
+from anetrain.hardware.chips import ChipProfile
 from anetrain.mil.ir import Program
 from anetrain.mil.model import MILModel
 from anetrain.perfmodel import PerfModelError, PerfParams, Prediction, get_params, predict
-from anetrain.runtime.chips import ChipProfile
 
 QUICK = (1, 3)  # warmup, iters on the simulator (and with --quick)
 
@@ -64,7 +64,7 @@ class Runner:
     def __init__(
         self,
         backend: str = "auto",
-        chip: str | None = None,
+        chip: str | ChipProfile | None = None,
         *,
         warmup: int | None = None,
         iters: int | None = None,

@@ -3,6 +3,7 @@
     anetrain bench peak --backend sim --chip m4max        # conv-chain peak TFLOPS
     anetrain bench sram --fine --json out.json --plot out.png
     anetrain bench train --chip m4max --model stories110m # modeled ANE time per step
+    anetrain bench suite --json m4max.json                # the calibration probe set
 
 See docs/bench.md for the tables, the JSON schema and what "modeled" means.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anetrain.commands.args import count, file_path, seed
+from anetrain.commands.chipargs import add_chip_options, resolve_chip
 
 if TYPE_CHECKING:  # the bench modules pull in NumPy and the runtime: import them when run
     from anetrain.bench.result import SuiteResult
@@ -42,7 +44,7 @@ def _common() -> argparse.ArgumentParser:
         help="ane: measure on the Neural Engine; sim: simulate and report modeled ANE times "
         "(auto: ane when available)",
     )
-    common.add_argument("--chip", help="chip profile, e.g. m4max (default: the backend's)")
+    add_chip_options(common, "chip profile, e.g. m4max (default: the backend's)")
     common.add_argument(
         "--warmup", type=count(0), help="evals before timing (default: the original's; sim: 1)"
     )
@@ -69,7 +71,10 @@ PROGRAMS = {
     "int8": "FP16 vs W8A8 conv chains on [1,ch,64,64] (ane_int8_bench)",
     "dispatch": "eval latency against kernel size",
     "qos": "compile/load/eval at 17 QoS values (test_qos_sweep)",
+    "suite": "the calibration probe set: peak, inmem, sram coarse + fine, dispatch, int8 "
+    "(input of 'anetrain perfmodel fit')",
 }
+SUITE = ("peak", "inmem", "sram", "sram_fine", "dispatch", "int8")
 
 
 def _suite(name: str) -> Suite:
@@ -79,10 +84,11 @@ def _suite(name: str) -> Suite:
     suites: dict[str, Suite] = {
         "peak": lambda r, e, a: convs.run_peak(r, e),
         "inmem": lambda r, e, a: convs.run_inmem(r, e),
-        "sram": lambda r, e, a: convs.run_sram(r, e, fine=a.fine),
+        "sram": lambda r, e, a: convs.run_sram(r, e, fine=getattr(a, "fine", False)),
         "int8": lambda r, e, a: int8.run_int8(r, e),
         "dispatch": lambda r, e, a: latency.run_dispatch(r, e),
         "qos": lambda r, e, a: latency.run_qos(r, e),
+        "sram_fine": lambda r, e, a: convs.run_sram(r, e, fine=True),
     }
     return suites[name]
 
@@ -109,7 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "step, beside the original project's measured step times.",
     )
     train.add_argument("--model", default="stories110m", help="preset or TOML config")
-    train.add_argument("--chip", help="chip profile (default: the runtime's default chip)")
+    add_chip_options(train, "chip profile (default: the runtime's default chip)")
     _outputs(train)
     train.set_defaults(handler=run_train)
 
@@ -123,6 +129,9 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["anetrain", "bench", args.bench_command]
     for key, value in sorted(vars(args).items()):
         if key in ("handler", "command", "bench_command") or value in (None, False):
+            continue
+        if key == "macos":
+            parts += ["--os", str(value)]
             continue
         if (key, value) in (("seed", 0), ("backend", "auto")):
             continue
@@ -155,13 +164,19 @@ def run_suite(args: argparse.Namespace) -> int:
         require_matplotlib()  # fail before a long run, not after
     runner = Runner(
         args.backend,
-        args.chip,
+        resolve_chip(args),
         warmup=args.warmup,
         iters=args.iters,
         quick=args.quick,
         model_only=args.model_only,
         seed=args.seed,
     )
+    if args.bench_command == "suite":
+        results = []
+        for name in SUITE:
+            _emit(f"== {name} ==")
+            results.append(_suite(name)(runner, _emit, args))
+        return _finish(args, runner, results)
     suite = _suite(args.bench_command)
     return _finish(args, runner, [suite(runner, _emit, args)])
 
@@ -176,7 +191,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         require_matplotlib()
     config = load_config(args.model)
-    runner = Runner(chip=args.chip, model_only=True)
+    runner = Runner(chip=resolve_chip(args), model_only=True)
     assert runner.params is not None  # model-only runners require parameters
     name = Path(args.model).stem if args.model.endswith(".toml") else args.model
     sections = [train.run_modeled(config, name, runner.params, runner.chip.display, _emit)]

@@ -18,6 +18,7 @@ from importlib import metadata
 from typing import Any
 
 from anetrain.commands.args import file_or_stdout
+from anetrain.commands.chipargs import add_chip_options, resolve_chip
 
 LIBRARIES = ("numpy", "rich", "safetensors", "coremltools", "torch", "pyobjc-core")
 
@@ -30,9 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "available here (and why not), the detected chip on macOS and the active chip "
         "profile's limits.",
     )
-    p.add_argument(
-        "--chip", help="chip profile to show (default: the detected chip on macOS, else m4)"
-    )
+    add_chip_options(p, "chip profile to show (default: the detected chip on macOS, else m4)")
     p.add_argument(
         "--json",
         nargs="?",
@@ -80,11 +79,11 @@ def _profile_dict(profile: Any) -> dict[str, Any]:
     return data
 
 
-def collect(chip: str | None = None) -> dict[str, Any]:
+def collect(chip: str | None = None, macos: str | None = None) -> dict[str, Any]:
     """The whole report as plain JSON-able data."""
     from anetrain import __version__
+    from anetrain.hardware.chips import DEFAULT_CHIP, get_chip
     from anetrain.runtime.ane.device import detect_chip
-    from anetrain.runtime.chips import DEFAULT_CHIP, get_chip
     from anetrain.runtime.registry import BACKENDS, backend_status
 
     backends = {}
@@ -93,11 +92,11 @@ def collect(chip: str | None = None) -> dict[str, Any]:
         backends[name] = {"available": ok, "reason": reason}
     detected = detect_chip()
     if chip is not None:
-        profile, source = get_chip(chip), "--chip"
+        profile, source = get_chip(chip, macos), "--chip"
     elif detected.chip is not None:
-        profile, source = get_chip(detected.chip), f"detected ({detected.source})"
+        profile, source = get_chip(detected.chip, macos), f"detected ({detected.source})"
     else:
-        profile, source = get_chip(DEFAULT_CHIP), "default"
+        profile, source = get_chip(DEFAULT_CHIP, macos), "default"
     return {
         "anetrain": __version__,
         "platform": {
@@ -150,7 +149,8 @@ def format_report(report: dict[str, Any]) -> str:
     tops = "unknown" if chip["rated_tops"] is None else f"{chip['rated_tops']:g}"
     unsupported = ", ".join(chip["unsupported_ops"]) or "none"
     lines += [
-        f"chip         {chip['name']} ({chip['display']}; {chip['source']})",
+        f"chip         {chip['name']} ({chip['display']}, macOS {chip['macos']} profile; "
+        f"{chip['source']})",
         f"  family {chip['family']}, arch {chip['arch']}, {chip['dies']} die(s), "
         f"{chip['ane_cores']} ANE cores, rated {tops} TOPS",
         "  dialect    program("
@@ -217,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.selftest:
             return run_selftest(args)
-        report = collect(args.chip)
+        resolve_chip(args)  # validates --os and installs --chip-profile
+        report = collect(args.chip, args.macos)
         if args.json:
             _emit_json(args.json, json.dumps(report, indent=2))
         else:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from anetrain.commands.args import byte_size, seed
+from anetrain.commands.chipargs import add_chip_options, resolve_chip
 from anetrain.errors import AnetrainError
 
 
@@ -93,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "sim", "ane"],
         help="--prefill kernels: auto (default; ane when available, else sim), sim or ane",
     )
-    p.add_argument("--chip", help="--prefill kernels: chip profile for sim (e.g. m4, m1max)")
+    add_chip_options(p, "--prefill kernels: chip profile for sim (e.g. m4, m1max)")
     p.add_argument(
         "--max-memory",
         type=byte_size,
@@ -243,4 +244,4 @@ def _kernel_prefill(args: argparse.Namespace, cfg: Any) -> Any:
     backend that is unavailable or rejects the programs fails here, before any output."""
     from anetrain.train.prefill import KernelPrefill
 
-    return KernelPrefill(cfg, backend=args.backend or "auto", chip=args.chip)
+    return KernelPrefill(cfg, backend=args.backend or "auto", chip=resolve_chip(args))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anetrain.commands.args import file_path
+from anetrain.commands.chipargs import add_chip_options, resolve_chip
 from anetrain.errors import MILError
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["ios18", "ios16"],
         help="also require the program to be valid for this dialect "
         "(ios18: program(1.3); ios16: program(1.0), M1/M2)",
+    )
+    add_chip_options(
+        check,
+        "also check the program against the constraints registry for this chip (every "
+        "error and warning, with its source)",
     )
     check.set_defaults(handler=run_check)
 
@@ -89,6 +95,21 @@ def run_check(args: argparse.Namespace) -> int:
     for issue in issues:
         where = ":".join(str(p) for p in (path, issue.line, issue.col) if p is not None)
         print(f"{where}: {issue.severity}: {issue.message}", file=sys.stderr)
+    chip = resolve_chip(args)
+    if chip is not None:
+        from anetrain.runtime.preflight import preflight
+
+        findings = preflight(program, chip)
+        for f in findings:
+            print(f.format(str(path)), file=sys.stderr)
+        n_err = sum(f.severity == "error" for f in findings)
+        print(
+            f"{path}: {chip.label}: {n_err} error(s), {len(findings) - n_err} warning(s) "
+            "from the constraints registry",
+            file=sys.stderr,
+        )
+        if n_err:
+            return 1
     if errors:
         return 1
     print(format_summary(path, program))

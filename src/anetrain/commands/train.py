@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from anetrain.commands.args import byte_size, count, file_path, number, output_folder, seed
+from anetrain.commands.chipargs import add_chip_options, resolve_chip
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto: ane when available, else sim",
     )
-    p.add_argument("--chip", help="chip profile for sim (e.g. m4, m1max); default: m4")
+    add_chip_options(p, "chip profile for sim (e.g. m4, m1max); default: m4")
     p.add_argument("--seed", type=seed, default=42)
     p.add_argument("--out", type=output_folder, help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
@@ -125,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
     from anetrain.data.tokens import TokenFile
     from anetrain.memory import check_fits, training_bytes
     from anetrain.model.config import load_config
-    from anetrain.runtime import get_chip
     from anetrain.train.loop import TrainConfig, Trainer, TrainError, write_json
 
     console = Console(stderr=False)
@@ -151,8 +151,7 @@ def run(args: argparse.Namespace) -> int:
             "choose another --out (or remove the folder) to start over"
         )
     backend = _resolve_backend(args.backend)  # before the data: fail fast on a missing ANE
-    if args.chip is not None:
-        get_chip(args.chip)
+    resolve_chip(args)  # --chip/--os/--chip-profile checked (and the profile installed) early
     if args.data is None:
         data_path = builtin_dataset()
         tokenizer_spec = args.tokenizer or "builtin"
@@ -178,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         ckpt_every=args.ckpt_every,
         backend=backend,
         chip=args.chip,
+        macos=args.macos,
     )
     console.print(
         f"[bold]anetrain train[/]: {name} ({model.n_params / 1e6:.2f}M params, dim "

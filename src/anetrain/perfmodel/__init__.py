@@ -4,14 +4,16 @@
     p = perfmodel.predict(program, perfmodel.get_params("m4max"))
     p.ms, p.tflops, p.bound()        # modeled eval time, throughput, limiting roof
 
-The model is a roofline over the program's own ops (:mod:`.costs`): FLOPs against an fp16
-(or INT8) compute roof, weight bytes against SRAM or DRAM bandwidth depending on whether all
-weights fit on chip, surface bytes against DRAM, plus a dispatch and a per-op fixed cost.
-Parameters live in ``params.json``; only the M4 Max is fitted to measurements.
+The model prices the bytes each op really moves (:mod:`.costs`, :mod:`.roofline`): weights
+stay on chip between evaluations up to the chip profile's SRAM and the rest stream from DRAM,
+activations stay on chip, I/O crosses DRAM; FLOPs run at the rated fp16 (or INT8) roof; each
+machine has its dispatch and eval floor. Parameters live in ``params.json``: the M4 Max and M4
+are fitted to measured tables (cross-validated in docs/perfmodel.md), others derived.
 """
 
 from __future__ import annotations
 
+from anetrain.hardware.chips import ChipProfile
 from anetrain.mil.ir import Program
 from anetrain.perfmodel.costs import OpCost, ProgramCost, program_cost
 from anetrain.perfmodel.params import (
@@ -20,9 +22,9 @@ from anetrain.perfmodel.params import (
     get_params,
     known_chips,
     read_params_file,
+    read_profile,
 )
-from anetrain.perfmodel.roofline import OpTime, Prediction, predict
-from anetrain.runtime.chips import ChipProfile
+from anetrain.perfmodel.roofline import OpTime, Prediction, compile_load_ms, predict
 
 
 def modeled_ns(program: Program | str, chip: str | ChipProfile | PerfParams) -> int | None:
@@ -46,10 +48,12 @@ __all__ = [
     "PerfParams",
     "Prediction",
     "ProgramCost",
+    "compile_load_ms",
     "get_params",
     "known_chips",
     "modeled_ns",
     "predict",
     "program_cost",
     "read_params_file",
+    "read_profile",
 ]

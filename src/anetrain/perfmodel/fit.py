@@ -1,42 +1,48 @@
-"""Fit the roofline parameters of the reference chip to measured rows (least squares on
-log time), and score any parameter set against them.
+"""Fit the engine parameters to measured rows (least squares on log time), cross-validate by
+leaving one table out at a time, and score any parameter set against the rows.
 
-Seven continuous parameters are fitted in log space (compute roof, INT8 factor, SRAM/DRAM
-bandwidth ratio, DRAM bandwidth, dispatch and per-op cost, spill factor) with
-``scipy.optimize.least_squares`` when SciPy is installed, else a small Levenberg-Marquardt in
-NumPy. The SRAM capacity moves the cliff between measured weight sizes, so it is chosen by
-trying each gap between them.
+Fitted, in log space, within physical ranges (:data:`RANGES`): the on-chip feed rate, the
+big-op feed as a fraction of it, the per-op cost, the share of the SoC memory bandwidth the
+engine draws (at most all of it), and one dispatch per measured machine. Not fitted: the compute
+roof and INT8 factor (rated figures), the SRAM capacity (the chip profile) and the core buffer
+(assumed). ``scipy.optimize.least_squares`` when SciPy is installed, else a small
+Levenberg-Marquardt in NumPy.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from anetrain.hardware.chips import get_chip
 from anetrain.perfmodel.params import MIB, PerfParams
 from anetrain.perfmodel.reference import RefRow
-from anetrain.perfmodel.roofline import predict
-from anetrain.perfmodel.specs import REFERENCE_CHIP, SPECS
+from anetrain.perfmodel.roofline import OpTable
+from anetrain.perfmodel.specs import EngineFit, base_params
 
-NAMES = (
-    "peak_tflops", "int8_factor", "sram_over_dram", "dram_gbps", "dispatch_us", "per_op_us",
-    "spill_factor",
-)  # fmt: skip
-# physical ceilings: compute at most the rated fp16 peak (+5% for the rating's rounding), SRAM
-# at most 8x DRAM bandwidth (the rows never bind it, so it would run off otherwise), DRAM
-# bandwidth at most what the SoC's memory delivers (M4 Max: 546 GB/s)
-_REF = SPECS[REFERENCE_CHIP]
-LOWER = np.log([1.0, 1.0, 1.0, 10.0, 1.0, 1e-3, 1.0])
-UPPER = np.log([1.05 * _REF.rated_fp16_tflops, 4.0, 8.0, _REF.memory_gbps, 3000.0, 20.0, 100.0])
-STARTS = (
-    (19.0, 1.8, 4.0, 300.0, 200.0, 0.5, 4.0),
-    (12.0, 1.5, 10.0, 100.0, 100.0, 1.0, 1.0),
-    (30.0, 2.0, 2.0, 500.0, 300.0, 0.2, 10.0),
+SHARED = ("sram_gbps", "big_op_gbps", "per_op_us", "dram_share")
+# physical ranges: on-chip feeds between 5 GB/s and 10 TB/s (a big op is never fed faster
+# than a small one: big_op_gbps is capped at sram_gbps); per-op cost up to 20 us; the engine
+# draws at most the SoC's memory bandwidth; dispatch and floor up to 3 ms
+RANGES: dict[str, tuple[float, float]] = {
+    "sram_gbps": (50.0, 10000.0),
+    "big_op_gbps": (5.0, 10000.0),
+    "per_op_us": (1e-3, 20.0),
+    "dram_share": (0.02, 1.0),
+    "dispatch_us": (1.0, 3000.0),
+    "floor_us": (1.0, 3000.0),
+}
+# starting points (sram, big_op, per_op, dram share, dispatch, floor): the rows leave some
+# directions flat (a feed no op is bound by), so several starts guard against a local minimum
+STARTS = tuple(
+    (sram, big, per_op, share, dispatch, floor)
+    for sram, big in ((200.0, 40.0), (2000.0, 60.0))
+    for per_op, share in ((0.05, 0.9), (1.0, 0.3))
+    for dispatch, floor in ((150.0, 100.0), (80.0, 300.0))
 )
-SRAM_RANGE_MIB = (24.0, 32.0)  # the probes' estimate: "about 24-32 MB of weights fit"
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class RowError:
     measured_ms: float
     predicted_ms: float
     weight_bytes: int = 0
+    chip: str = ""
+    dram_bytes: int = 0  # modeled bytes crossing DRAM per eval
 
     @property
     def pct(self) -> float:
@@ -55,6 +63,11 @@ class RowError:
     @property
     def log_ratio(self) -> float:
         return math.log(self.predicted_ms / self.measured_ms)
+
+    @property
+    def implied_dram_gbps(self) -> float:
+        """DRAM bandwidth the model needs to have moved its bytes in the measured time."""
+        return self.dram_bytes / (self.measured_ms * 1e6)
 
 
 @dataclass(frozen=True)
@@ -77,17 +90,36 @@ class FitMetrics:
 
 @dataclass(frozen=True)
 class FitResult:
-    params: PerfParams
+    engine: EngineFit
+    params: dict[str, PerfParams]  # per fitted chip
     errors: tuple[RowError, ...]
     metrics: FitMetrics
     method: str  # "scipy" or "numpy"
+    at_bound: tuple[str, ...]  # fitted parameters that ended at an end of their range
 
 
-def score(rows: Sequence[RefRow], params: PerfParams) -> tuple[RowError, ...]:
-    """Predicted vs measured for every row, through :func:`roofline.predict`."""
+def _chip_params(rows: Sequence[RefRow], engine: EngineFit, sram_mib: dict[str, float] | None):
+    out = {}
+    for chip in engine.dispatch_us:
+        p = base_params(chip, engine)
+        mib = (sram_mib or {}).get(chip, get_chip(chip).sram_bytes / MIB)
+        out[chip] = replace(p, sram_mib=mib)
+    return out
+
+
+def score(
+    rows: Sequence[RefRow], params: dict[str, PerfParams] | PerfParams
+) -> tuple[RowError, ...]:
+    """Predicted vs measured for every row (``params`` per chip, or one set for all rows)."""
+    per_row = [params if isinstance(params, PerfParams) else params[r.chip] for r in rows]
+    table = OpTable([r.cost for r in rows], per_row)
+    total, _, _ = table.ns(per_row)
+    dram = table.dram_bytes()
     return tuple(
-        RowError(r.group, r.label, r.measured_ms, predict(r.cost, params).ms, r.cost.weight_bytes)
-        for r in rows
+        RowError(
+            r.group, r.label, r.measured_ms, float(t) / 1e6, r.cost.weight_bytes, r.chip, int(d)
+        )
+        for r, t, d in zip(rows, total, dram, strict=True)
     )
 
 
@@ -103,56 +135,61 @@ def metrics(errors: Sequence[RowError]) -> FitMetrics:
     )
 
 
-class _Features:
-    """The rows' ops as flat arrays, so one prediction of all rows is a few NumPy calls."""
+class _Problem:
+    """log-space parameter vector <-> EngineFit, and the residuals of all rows."""
 
-    def __init__(self, rows: Sequence[RefRow]) -> None:
-        ops = [(i, op) for i, r in enumerate(rows) for op in r.cost.ops]
-        self.row = np.array([i for i, _ in ops])
-        self.flops = np.array([op.flops for _, op in ops], dtype=float)
-        self.int8 = np.array([op.int8 for _, op in ops])
-        self.weight = np.array([op.weight_bytes for _, op in ops], dtype=float)
-        self.act = np.array([op.act_bytes for _, op in ops], dtype=float)
-        self.io = np.array([op.io_bytes for _, op in ops], dtype=float)
-        self.footprint = np.array([r.cost.weight_bytes for r in rows], dtype=float)
-        self.measured = np.array([r.measured_ms for r in rows])
-        self.n = len(rows)
+    def __init__(self, rows: Sequence[RefRow], sram_mib: dict[str, float] | None) -> None:
+        self.rows = list(rows)
+        self.chips = list(dict.fromkeys(r.chip for r in rows))
+        self.names = [
+            *SHARED,
+            *(f"dispatch_us[{c}]" for c in self.chips),
+            *(f"floor_us[{c}]" for c in self.chips),
+        ]
+        keys = [*SHARED, *("dispatch_us" for _ in self.chips), *("floor_us" for _ in self.chips)]
+        self.lower = np.log([RANGES[k][0] for k in keys])
+        self.upper = np.log([RANGES[k][1] for k in keys])
+        self.sram_mib = sram_mib
+        probe = self.engine(self.starts()[0])
+        base = _chip_params(rows, probe, sram_mib)
+        self.table = OpTable([r.cost for r in rows], [base[r.chip] for r in rows])
+        self.log_measured = np.log([r.measured_ms for r in rows])
 
-    def predict_ms(self, u: np.ndarray, sram_bytes: float) -> np.ndarray:
-        peak, int8, ratio, dram, dispatch, per_op, spill = np.exp(u)
-        resident = (self.footprint <= sram_bytes)[self.row]
-        streamed = self.weight * np.where(self.weight > sram_bytes, spill, 1.0)
-        rate = peak * 1e3 * np.where(self.int8, int8, 1.0)
-        t = np.maximum.reduce(
-            [
-                self.flops / rate,
-                (self.io + np.where(resident, 0.0, streamed)) / dram,
-                (self.act + np.where(resident, self.weight, 0.0)) / (dram * ratio),
-            ]
-        )
-        per_row = np.bincount(self.row, weights=t + per_op * 1e3, minlength=self.n)
-        return (per_row + dispatch * 1e3) / 1e6
+    def engine(self, u: np.ndarray) -> EngineFit:
+        v = np.exp(u)
+        n = len(self.chips)
+        dispatch = {c: float(x) for c, x in zip(self.chips, v[4 : 4 + n], strict=True)}
+        floor = {c: float(x) for c, x in zip(self.chips, v[4 + n :], strict=True)}
+        return EngineFit(float(v[0]), float(v[1]), float(v[2]), float(v[3]), dispatch, floor)
 
-    def residuals(self, sram_bytes: float) -> Callable[[np.ndarray], np.ndarray]:
-        log_measured = np.log(self.measured)
-        return lambda u: np.log(self.predict_ms(u, sram_bytes)) - log_measured
+    def residuals(self, u: np.ndarray) -> np.ndarray:
+        params = _chip_params(self.rows, self.engine(u), self.sram_mib)
+        total, _, _ = self.table.ns([params[r.chip] for r in self.rows])
+        return np.log(total / 1e6) - self.log_measured
+
+    def starts(self) -> list[np.ndarray]:
+        n = len(self.chips)
+        return [np.log([*s[:4], *([s[4]] * n), *([s[5]] * n)]) for s in STARTS]
 
 
-def _lm_numpy(fun: Callable[[np.ndarray], np.ndarray], u0: np.ndarray) -> np.ndarray:
+def _lm_numpy(
+    fun: Callable[[np.ndarray], np.ndarray], u0: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """Levenberg-Marquardt with forward-difference Jacobian, clipped to the bounds."""
-    u = np.clip(u0, LOWER, UPPER)
+    u = np.clip(u0, lo, hi)
     r = fun(u)
     cost, lam = float(r @ r), 1e-2
     for _ in range(300):
         jac = np.empty((r.size, u.size))
         for k in range(u.size):
             du = np.zeros_like(u)
-            du[k] = 1e-6 if u[k] + 1e-6 <= UPPER[k] else -1e-6
+            du[k] = 1e-6 if u[k] + 1e-6 <= hi[k] else -1e-6
             jac[:, k] = (fun(u + du) - r) / du[k]
         a, g = jac.T @ jac, jac.T @ r
+        done = False
         while lam < 1e12:
             step = np.linalg.solve(a + lam * (np.diag(np.diag(a)) + 1e-9 * np.eye(u.size)), -g)
-            trial = np.clip(u + step, LOWER, UPPER)
+            trial = np.clip(u + step, lo, hi)
             r_trial = fun(trial)
             c_trial = float(r_trial @ r_trial)
             if c_trial < cost:
@@ -167,24 +204,6 @@ def _lm_numpy(fun: Callable[[np.ndarray], np.ndarray], u0: np.ndarray) -> np.nda
     return u
 
 
-def _solve(fun: Callable[[np.ndarray], np.ndarray], u0: np.ndarray, use_scipy: bool) -> np.ndarray:
-    if use_scipy:
-        from scipy.optimize import least_squares
-
-        return least_squares(fun, np.clip(u0, LOWER, UPPER), bounds=(LOWER, UPPER)).x
-    return _lm_numpy(fun, u0)
-
-
-def _sram_candidates(
-    feats: _Features, sram_range: tuple[float, float]
-) -> list[tuple[float, float]]:
-    """Gaps between measured footprints within ``sram_range`` (MiB): (lowest, highest)
-    capacity giving the same cliff."""
-    lo, hi = (v * MIB for v in sram_range)
-    sizes = sorted({lo, *(f for f in feats.footprint if lo <= f < hi)})
-    return [(a, b) for a, b in zip(sizes, [*sizes[1:], hi], strict=True)]
-
-
 def scipy_available() -> bool:
     try:
         import scipy.optimize  # noqa: F401
@@ -197,44 +216,61 @@ def fit(
     rows: Sequence[RefRow],
     *,
     use_scipy: bool | None = None,
-    sram_range: tuple[float, float] = SRAM_RANGE_MIB,
+    sram_mib: dict[str, float] | None = None,
 ) -> FitResult:
-    """Fit the reference chip's parameters to ``rows``; the SRAM capacity is searched within
-    ``sram_range`` MiB (default: the probes' own estimate)."""
+    """Fit the engine to ``rows`` (each on its own chip); ``sram_mib`` overrides the chip
+    profiles' SRAM capacity per chip (a custom profile)."""
     use_scipy = scipy_available() if use_scipy is None else use_scipy
-    feats = _Features(rows)
-    best: tuple[float, np.ndarray, tuple[float, float]] | None = None
-    for gap in _sram_candidates(feats, sram_range):
-        fun = feats.residuals(gap[0])
-        for start in STARTS:
-            u = _solve(fun, np.log(start), use_scipy)
-            r = fun(u)
-            if best is None or float(r @ r) < best[0]:
-                best = (float(r @ r), u, gap)
-    if best is None:
-        raise ValueError(f"empty SRAM range {sram_range}")
-    _, u, (lo, hi) = best
-    values = {k: float(v) for k, v in zip(NAMES, np.exp(u), strict=True)}
-    # any capacity in [lo, hi) gives the same fit: report the middle of the gap
-    sram_mib = round(float(lo + hi) / MIB) / 2
-    params = PerfParams(
-        chip=REFERENCE_CHIP,
-        peak_tflops=round(values["peak_tflops"], 3),
-        rated_fp16_tflops=SPECS[REFERENCE_CHIP].rated_fp16_tflops,
-        int8_factor=round(values["int8_factor"], 3),
-        sram_mib=sram_mib,
-        sram_gbps=round(values["dram_gbps"] * values["sram_over_dram"], 1),
-        dram_gbps=round(values["dram_gbps"], 1),
-        dispatch_us=round(values["dispatch_us"], 2),
-        per_op_us=round(values["per_op_us"], 4),
-        spill_factor=round(values["spill_factor"], 3),
-        calibrated=True,
-    )
+    prob = _Problem(rows, sram_mib)
+    lo, hi = prob.lower, prob.upper
+    best: tuple[float, np.ndarray] | None = None
+    for u0 in prob.starts():
+        u0 = np.clip(u0, lo + 1e-9, hi - 1e-9)
+        if use_scipy:
+            from scipy.optimize import least_squares
+
+            u = least_squares(prob.residuals, u0, bounds=(lo, hi), x_scale="jac").x
+        else:
+            u = _lm_numpy(prob.residuals, u0, lo, hi)
+        r = prob.residuals(u)
+        if best is None or float(r @ r) < best[0]:
+            best = (float(r @ r), u)
+    assert best is not None
+    u = best[1]
+    engine = prob.engine(u)
+    params = _chip_params(rows, engine, sram_mib)
     errors = score(rows, params)
-    m = metrics(errors)
-    source = (
-        f"fitted to {m.rows} measured rows (M4 Max; INT8 rows from an M4, same ANE) by "
-        f"scripts/fit_perfmodel.py; rms log error {m.rms_log:.3f}"
+    near = np.abs(u - lo) < 1e-3 * (hi - lo)
+    near |= np.abs(u - hi) < 1e-3 * (hi - lo)
+    at_bound = tuple(n for n, b in zip(prob.names, near, strict=True) if b)
+    return FitResult(
+        engine, params, errors, metrics(errors), "scipy" if use_scipy else "numpy", at_bound
     )
-    params = PerfParams(**{**params.to_dict(), "chip": params.chip, "source": source})
-    return FitResult(params, errors, m, "scipy" if use_scipy else "numpy")
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One fold of leave-one-table-out cross-validation."""
+
+    group: str
+    errors: tuple[RowError, ...]  # the held-out table, predicted by a fit to the others
+    metrics: FitMetrics
+    at_bound: tuple[str, ...]
+
+
+def cross_validate(rows: Sequence[RefRow], use_scipy: bool | None = None) -> list[HeldOut]:
+    """Fit to all tables but one, predict that one; for every table."""
+    groups = list(dict.fromkeys(r.group for r in rows))
+    folds = []
+    for g in groups:
+        train = [r for r in rows if r.group != g]
+        test = [r for r in rows if r.group == g]
+        result = fit(train, use_scipy=use_scipy)
+        engine = result.engine
+        missing = {r.chip for r in test} - set(engine.dispatch_us)
+        if missing:  # the held-out table is its machine's only one: dispatch as for other chips
+            extra = {c: base_params(c, engine).dispatch_us for c in missing}
+            engine = replace(engine, dispatch_us={**engine.dispatch_us, **extra})
+        errs = score(test, _chip_params(test, engine, None))
+        folds.append(HeldOut(g, errs, metrics(errs), result.at_bound))
+    return folds

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from anetrain.hardware.chips import DEFAULT_CHIP, ChipProfile, chip_names, get_chip
 from anetrain.mil.ir import Program
 from anetrain.runtime.backend import Backend, CompileSource, Weights
 from anetrain.runtime.budget import CompileBudget
-from anetrain.runtime.chips import DEFAULT_CHIP, ChipProfile, chip_names, get_chip
 from anetrain.runtime.errors import (
     AneRuntimeError,
     BackendUnavailable,

@@ -1,10 +1,10 @@
 """The backend interface: every backend compiles the same MIL text + weights dict to a Kernel.
 
 :meth:`Backend.compile` does the backend-independent part once (parse or print the program so
-both text and IR exist, snapshot the weights, check every BLOBFILE key, check the program
-against the chip profile, enforce the compile budget, count the compile) and calls
-:meth:`Backend._compile` for the rest. A new backend implements ``name``, :meth:`available` and
-:meth:`_compile` (and may narrow :meth:`supported_ops`).
+both text and IR exist, run the registry preflight for the chip and the backend's own op
+set, snapshot the weights, check every BLOBFILE key, enforce the compile budget, count the
+compile) and calls :meth:`Backend._compile` for the rest. A new backend implements ``name``,
+:meth:`available` and :meth:`_compile` (and may narrow :meth:`supported_ops`).
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from anetrain.hardware.chips import ChipProfile, get_chip
 from anetrain.memory import check_fits, program_bytes
 from anetrain.mil.ir import Program
 from anetrain.mil.parser import parse_program
 from anetrain.mil.printer import print_program
 from anetrain.mil.validate import check_structure
 from anetrain.runtime.budget import CompileBudget
-from anetrain.runtime.chips import ChipProfile, get_chip
 from anetrain.runtime.errors import WeightsError
 from anetrain.runtime.kernel import DEFAULT_QOS, Kernel, check_qos
+from anetrain.runtime.preflight import check_supported, enforce
 
 Weights = Mapping[str, Any]  # "@model_path/weights/<file>.bin" -> MILBlob v2 file bytes
 
@@ -95,12 +96,10 @@ class Backend(ABC):
         else:
             raise TypeError(f"compile() needs MIL text or a Program, got {type(program).__name__}")
         check_structure(prog)  # zero-size dimensions, unknown attributes
-        # the same chip-profile preflight for every backend, so a program the chip cannot run
-        # fails here with our message rather than in the ANE compiler (imported here: the
-        # check lives beside the simulator, which imports this module)
-        from anetrain.runtime.sim.validate import validate_program
-
-        validate_program(prog, self.chip, self.supported_ops())
+        # the same registry preflight for every backend, so a program the chip cannot run
+        # fails here with our message rather than in the ANE compiler
+        enforce(prog, self.chip, name or prog.main.name)
+        check_supported(prog, self.supported_ops())
         check_fits(f"program '{name or prog.main.name}'", program_bytes(prog))
         snapshot = snapshot_weights(weights)
         check_weight_keys(prog, snapshot)

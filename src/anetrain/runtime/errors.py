@@ -7,6 +7,7 @@ so callers can catch the family, or one failure specifically (e.g. the compile b
 from __future__ import annotations
 
 from anetrain.errors import AnetrainError
+from anetrain.hardware.errors import ChipProfileError, UnknownChipError
 
 
 class AneRuntimeError(AnetrainError):
@@ -15,14 +16,6 @@ class AneRuntimeError(AnetrainError):
 
 class BackendUnavailable(AneRuntimeError):
     """The requested backend cannot run here (e.g. ``ane`` off macOS); the message says why."""
-
-
-class UnknownChipError(AneRuntimeError):
-    """A chip name that has no profile in ``runtime/chips.json``."""
-
-
-class ChipProfileError(AneRuntimeError):
-    """``chips.json`` (or a custom profile) is malformed."""
 
 
 class CompileError(AneRuntimeError):
@@ -66,3 +59,19 @@ class KernelUnloadedError(EvalError):
 
 class SurfaceError(AneRuntimeError):
     """A surface access out of range, or a surface incompatible with a kernel's I/O."""
+
+
+__all__ = [
+    "AneRuntimeError",
+    "BackendUnavailable",
+    "ChipProfileError",  # defined in anetrain.hardware (chip data lives there)
+    "CompileBudgetExceeded",
+    "CompileError",
+    "EvalError",
+    "KernelUnloadedError",
+    "MultiInputError",
+    "SurfaceError",
+    "UnknownChipError",  # defined in anetrain.hardware
+    "UnsupportedOpError",
+    "WeightsError",
+]

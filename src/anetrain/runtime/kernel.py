@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from anetrain.runtime.chips import ChipProfile
+from anetrain.hardware.chips import ChipProfile
 from anetrain.runtime.errors import KernelUnloadedError, SurfaceError
 from anetrain.runtime.surface import Surface, TensorSpec
 

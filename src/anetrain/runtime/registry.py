@@ -8,8 +8,8 @@ import importlib
 import sys
 from typing import Any
 
+from anetrain.hardware.chips import ChipProfile
 from anetrain.runtime.backend import Backend
-from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.errors import BackendUnavailable
 
 # name -> "module:attribute"; the ane backend lives in anetrain.runtime.ane (macOS only).

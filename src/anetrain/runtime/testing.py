@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anetrain.hardware.chips import ChipProfile
 from anetrain.mil import FP16, Builder, Program, Var
 from anetrain.mil.blob import BlobWriter
 from anetrain.mil.types import INT32
 from anetrain.model.reference import additive_causal_mask
-from anetrain.runtime.chips import ChipProfile
 
 MIN_WIDTH = 32  # Espresso and ironmill report eval failures for [1, C, 1, S] with S under 32
 

@@ -27,6 +27,7 @@ from anetrain import perfmodel
 from anetrain.data.tokens import TokenFile
 from anetrain.errors import AnetrainError
 from anetrain.fsutil import atomic_write, atomic_writer, remove_stale_temps
+from anetrain.hardware.chips import get_chip
 from anetrain.mil.types import FP16, FP32
 from anetrain.model import reference
 from anetrain.model.config import ModelConfig
@@ -70,6 +71,7 @@ class TrainConfig:
     ckpt_every: int = 100
     backend: str = "sim"
     chip: str | None = None
+    macos: str | None = None  # the chip's macOS version (default: the newest profile)
     fp16: bool = True
 
     def __post_init__(self) -> None:
@@ -155,7 +157,7 @@ class Trainer:
         self.pipeline = DynamicPipeline(
             model,
             backend=train.backend,
-            chip=train.chip,
+            chip=get_chip(train.chip, train.macos) if train.macos else train.chip,
             dtype=FP16 if train.fp16 else FP32,
             used_ids=used,
         )

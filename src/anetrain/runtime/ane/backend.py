@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anetrain.hardware.chips import DEFAULT_CHIP, ChipProfile, get_chip
 from anetrain.mil.types import FP16, FP32
-from anetrain.runtime.ane.device import detect_chip
+from anetrain.runtime.ane.device import detect_chip, host_macos
 from anetrain.runtime.ane.iosurface import AneSurface, surface_alloc_bytes
 from anetrain.runtime.ane.modeldir import MODEL_DIRS, weight_files
 from anetrain.runtime.ane.objc_bridge import AneCallError, bridge_status, load_bridge
 from anetrain.runtime.ane.selectors import perf_stats_mask
 from anetrain.runtime.backend import Backend, CompileSource
 from anetrain.runtime.budget import CompileBudget
-from anetrain.runtime.chips import DEFAULT_CHIP, ChipProfile
 from anetrain.runtime.errors import (
     CompileError,
     EvalError,
@@ -66,6 +66,8 @@ class AneBackend(Backend):
     ) -> None:
         if chip is None:
             chip = detect_chip().chip or DEFAULT_CHIP
+        if not isinstance(chip, ChipProfile):  # the dialect depends on this Mac's macOS
+            chip = get_chip(chip, host_macos())
         super().__init__(chip, compile_budget=compile_budget)
         self.perf_stats = perf_stats
         self._bridge = bridge

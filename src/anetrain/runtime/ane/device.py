@@ -7,13 +7,14 @@ functions are pure so they are tested on Linux; detection itself runs only on ma
 
 from __future__ import annotations
 
+import platform
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from functools import cache
 
-from anetrain.runtime.chips import chip_names, get_chip, normalize_name
+from anetrain.hardware.chips import chip_names, get_chip, macos_versions, normalize_name
 
 SYSCTL = "/usr/sbin/sysctl"
 
@@ -55,6 +56,22 @@ def chip_from_subtype(subtype: str | None) -> str | None:
         if profile.arch == arch and profile.name == profile.family:
             return name
     return None
+
+
+def macos_major(release: str | None) -> str | None:
+    """``"15.6.1"`` -> ``"15"`` when profiles exist for it; None (the newest profile) else.
+    A version newer than every profile also maps to the newest: rules rarely loosen."""
+    if not release:
+        return None
+    major = release.split(".")[0]
+    return major if major in macos_versions() else None
+
+
+def host_macos() -> str | None:
+    """This Mac's macOS major version for :func:`get_chip`, or None off macOS."""
+    if sys.platform != "darwin":
+        return None
+    return macos_major(platform.mac_ver()[0])
 
 
 def brand_string() -> str | None:

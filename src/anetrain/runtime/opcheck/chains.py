@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anetrain.hardware.chips import ChipProfile
 from anetrain.mil import FP16, FP32, Builder, Var
-from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.opcheck.cases import _factor, _slice_axis
 from anetrain.runtime.opcheck.oracle import MASK_HONOURING, Outcome, compare, evaluate
 

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from anetrain.errors import AnetrainError
+from anetrain.hardware.chips import ChipProfile, get_chip
 from anetrain.mil import Builder, Function
 from anetrain.mil.types import FP16, DType
-from anetrain.runtime.chips import ChipProfile, get_chip
 from anetrain.runtime.opcheck.cases import Case
 from anetrain.runtime.opcheck.differences import Difference, explain
 from anetrain.runtime.sim.plan import build_plan

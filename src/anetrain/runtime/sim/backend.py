@@ -3,8 +3,8 @@ program against the chip profile and the planners' op set)."""
 
 from __future__ import annotations
 
+from anetrain.hardware.chips import ChipProfile
 from anetrain.runtime.backend import Backend, CompileSource
-from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.sim.kernel import SimKernel
 from anetrain.runtime.sim.ops import PLANNERS
 from anetrain.runtime.sim.plan import build_plan

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from anetrain.hardware.chips import ChipProfile
 from anetrain.mil.ir import Arg, Literal, Operation, Var
 from anetrain.mil.ops import Args
 from anetrain.mil.types import FP16, FP32, DType
-from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.errors import UnsupportedOpError
 from anetrain.runtime.fp16 import round_fp16
 

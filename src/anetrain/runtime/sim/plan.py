@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from anetrain.hardware.chips import ChipProfile
 from anetrain.mil.ir import Function, Literal, Operation
-from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.sim.context import PlanContext, Step, literal_array
 from anetrain.runtime.sim.ops import PLANNERS
 from anetrain.runtime.sim.weights import WeightResolver

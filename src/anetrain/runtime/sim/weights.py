@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from anetrain.errors import WeightFileError
+from anetrain.hardware.chips import ChipProfile
 from anetrain.mil.blob import BlobFile, read_blob_file
 from anetrain.mil.ir import Literal, Operation
-from anetrain.runtime.chips import ChipProfile
 from anetrain.runtime.errors import WeightsError
 from anetrain.runtime.sim.context import storage_dtype
 

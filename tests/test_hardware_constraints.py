@@ -202,10 +202,10 @@ def test_enforce_raises_every_error_and_logs_warnings(caplog: pytest.LogCaptureF
 
 
 def test_shared_compile_path_runs_the_preflight_on_sim() -> None:
-    runtime.reset_compile_count("sim")
+    sim = runtime.get_backend("sim")
     with pytest.raises(runtime.UnsupportedOpError, match=r"\[conv-input-channels\]"):
-        runtime.compile(_conv(32000, 8), backend="sim")
-    assert runtime.compile_count("sim") == 0
+        runtime.compile(_conv(32000, 8), backend=sim)
+    assert sim.compile_count == 0
 
 
 def test_docs_list_every_registry_entry_with_its_confidence() -> None:

@@ -103,6 +103,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default: the machine's available memory",
     )
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a bar")
+    p.add_argument(
+        "--dist-timeout",
+        type=number(above=0),
+        default=300.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a rank waits for the others in a collective before the "
+        "run stops with an error (default 300; must exceed a checkpoint write)",
+    )
+    p.add_argument(
+        "--dist-overlap",
+        action="store_true",
+        help="under torchrun: sum each layer's gradients across ranks while the backward runs "
+        "on (default: one bucketed sum after the backward; see docs/distributed.md)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -118,6 +132,17 @@ def _resolve_backend(name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from anetrain.train.distributed import connect
+
+    # torchrun's ranks, else one process
+    world = connect(timeout_s=args.dist_timeout, overlap=args.dist_overlap)
+    try:
+        return _train(args, world)
+    finally:
+        world.close()
+
+
+def _train(args: argparse.Namespace, world: Any) -> int:
     from rich.console import Console
 
     from anetrain import runfolder
@@ -128,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from anetrain.model.config import load_config
     from anetrain.train.loop import TrainConfig, Trainer, TrainError, write_json
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, quiet=not world.is_writer)  # rank 0 speaks for the run
     init = _load_init(args) if args.init is not None else None
     if init is not None:
         model = init.config
@@ -179,22 +204,36 @@ def run(args: argparse.Namespace) -> int:
         chip=args.chip,
         macos=args.macos,
     )
+    ranks = (
+        f" x {world.size} ranks ({cfg.accum * world.size} windows per step)"
+        if world.size > 1
+        else ""
+    )
     console.print(
         f"[bold]anetrain train[/]: {name} ({model.n_params / 1e6:.2f}M params, dim "
         f"{model.dim}, {model.n_layers} layers, seq {model.seq_len}) on {backend}"
-        f"{' (' + args.chip + ')' if args.chip else ''}; data {data_path} "
+        f"{' (' + args.chip + ')' if args.chip else ''}{ranks}; data {data_path} "
         f"({data.n_tokens:,} tokens); out {out}"
     )
-    progress = _Progress(console, cfg.steps, quiet=args.no_progress)
-    trainer = Trainer(model, data, cfg, out, resume=args.resume, on_step=progress.update)
+    progress = _Progress(console, cfg.steps, quiet=args.no_progress or not world.is_writer)
+    trainer = Trainer(
+        model, data, cfg, out, resume=args.resume, on_step=progress.update, world=world
+    )
     for note in trainer.notes:
         console.print(f"[yellow]warning:[/] {note}")
+    if trainer.resumed_world_size not in (None, world.size):
+        console.print(
+            f"[yellow]Resuming a {trainer.resumed_world_size}-rank run on {world.size} rank(s)[/]:"
+            " the window stream continues where it stopped, re-sharded over the new ranks; "
+            f"the effective batch is now {cfg.accum * world.size} windows"
+        )
     if init is not None:  # the weights to start from replace the scratch init
         trainer.params.flat[...] = init.params.flat
         trainer.pipeline.stage_weights(trainer.params)
     run_config = {
         "model": model.to_dict(),
         "train": cfg.__dict__,
+        "world_size": world.size,
         "data": str(data_path),
         "tokenizer": tokenizer_spec,
     }
@@ -202,9 +241,12 @@ def run(args: argparse.Namespace) -> int:
         run_config["init"] = {"path": str(init.path), "format": init.kind}
         if init.hf_config is not None:
             run_config["init"]["hf_config"] = init.hf_config
-    write_json(out / runfolder.CONFIG, run_config)
+    if world.is_writer:
+        write_json(out / runfolder.CONFIG, run_config)
     with progress:
         summary = trainer.run()
+    if not world.is_writer:
+        return 0
     summary["sample"] = _sample(trainer, tokenizer_spec, args, console)
     write_json(out / runfolder.SUMMARY, summary)
     _report(console, summary, trainer)
@@ -317,6 +359,14 @@ def _report(console: Any, s: dict[str, Any], trainer: Any) -> None:
     t.add_row("Train", f"{s['train_s']:.1f} s ({100 * s['train_s'] / s['wall_s']:.0f}% of wall)")
     t.add_row("ms/step", f"{s['ms_per_step']:.1f}{host}")
     t.add_row("Tokens/s", f"{s['tokens_per_s']:,.0f}{host}")
+    if s["world_size"] > 1:
+        t.add_row(
+            "Data parallel",
+            f"{s['world_size']} ranks x {s['windows_per_step'] // s['world_size']} windows; "
+            f"all-reduce {s['comm_ms_per_step']:.1f} ms/step "
+            f"({100 * s['comm_ms_per_step'] / s['ms_per_step']:.0f}% of the step), "
+            f"{s['comm_bytes_per_step'] / 1e6:.1f} MB sent per rank per step",
+        )
     t.add_row("Kernel TFLOPS", f"{s['kernel_tflops']:.4f}{host}")
     util = s["utilization_pct"]
     t.add_row(

@@ -167,6 +167,13 @@ class WindowSampler:
         self.windows_drawn += 1
         return Window.from_tokens(self.tokens[start : start + self.seq_len + 1], start)
 
+    def skip(self, n: int) -> None:
+        """Draw and discard ``n`` windows (without reading their tokens): the stream then
+        stands where ``n`` calls of :meth:`next_window` would have left it."""
+        for _ in range(n):
+            self._rng.integers(0, self.n_starts)
+        self.windows_drawn += n
+
     def next_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """``(inputs, targets)``, each ``int64 [batch_size, seq_len]``."""
         starts = self._rng.integers(0, self.n_starts, size=batch_size)

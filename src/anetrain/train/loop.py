@@ -4,7 +4,9 @@ One optimizer step processes ``accum`` windows of ``seq_len`` tokens through the
 pipeline, then clips, steps AdamW (skipping on inf/NaN gradients) and re-stages the weights
 into the kernels' input surfaces. Everything a resumed run needs (weights, Adam moments, scaler,
 sampler position, RNG) is in the checkpoint, so N steps straight and N/2 + resume + N/2 give the
-same losses bit for bit.
+same losses bit for bit. Under torchrun every rank runs this loop on its own ``accum`` windows
+and the ``world`` (train/distributed.py) sums the gradients, checks the ranks agree before each
+checkpoint and lets rank 0 alone write.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from anetrain import perfmodel
+from anetrain.data.sharding import ShardedSampler
 from anetrain.data.tokens import TokenFile
 from anetrain.errors import AnetrainError
 from anetrain.fsutil import atomic_write, atomic_writer, remove_stale_temps
@@ -40,6 +43,7 @@ from anetrain.train.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from anetrain.train.distributed import SingleProcess
 from anetrain.train.optim import AdamW, AdamWConfig, clip_by_global_norm
 from anetrain.train.pipeline import DynamicPipeline, used_token_ids
 from anetrain.train.scaler import LossScaler
@@ -124,6 +128,7 @@ class Trainer:
         *,
         resume: bool = False,
         on_step: Callable[[StepRecord], None] | None = None,
+        world: SingleProcess | None = None,
     ) -> None:
         if model.seq_len + 1 > len(data.train):
             raise TrainError(f"training data has fewer than seq_len+1={model.seq_len + 1} tokens")
@@ -132,7 +137,12 @@ class Trainer:
         self.cfg = train
         self.out = out_dir
         self.on_step = on_step
-        self.sampler = data.sampler("train", seq_len=model.seq_len, seed=train.seed)
+        self.world = world or SingleProcess()  # data-parallel ranks (train/distributed.py)
+        self.sampler = ShardedSampler(
+            data.sampler("train", seq_len=model.seq_len, seed=train.seed),
+            self.world.rank,
+            self.world.size,
+        )
         self.params = init_params(model, train.seed)
         self.grads = self.params.zeros_like()
         self.adam = AdamW(
@@ -150,6 +160,9 @@ class Trainer:
         self.notes: list[str] = []  # warnings for the user (e.g. a resume that changes --steps)
         self.bad_steps = 0  # consecutive steps with non-finite gradients or loss
         self.val_loss_full: float | None = None  # the last full-vocabulary validation loss
+        self.stopping = False  # every rank agreed to stop after this step
+        self.comm_ms = 0.0
+        self.resumed_world_size: int | None = None
         if resume:
             self._resume()
         used = used_token_ids(np.asarray(data.tokens), model.vocab_size)
@@ -165,6 +178,9 @@ class Trainer:
         self.compile_s = time.perf_counter() - start
         self.train_s = 0.0
         self.kernel_ms = 0.0
+        self._metrics: Any = None
+        if not self.world.is_writer:
+            return
         self.out.mkdir(parents=True, exist_ok=True)  # only once the kernels compiled
         remove_stale_temps(self.out)  # left by a run killed during an atomic write
         metrics = self.out / METRICS
@@ -175,6 +191,21 @@ class Trainer:
     # ---- state ----------------------------------------------------------------------------
 
     def _resume(self) -> None:
+        """Rank 0 reads the last checkpoint; every rank gets its weights and state."""
+        state = self.world.broadcast_state(
+            self._load_last, lambda _: (self.params.flat, self.adam.m, self.adam.v)
+        )
+        self.notes += state["notes"]
+        self.adam.t = state["adam_t"]
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["data"])
+        self.resumed_world_size = int(state["data"].get("world_size", 1))
+        self.step = state["step"]
+        self.best_loss = state["best_loss"]
+
+    def _load_last(self) -> dict[str, Any]:
+        """Load ``ckpt_last`` into the weights and moments (checking its run state loads);
+        the rest of its state."""
         path = self.out / CKPT_LAST
         if not path.exists():
             raise TrainError(f"--resume: no checkpoint at {path}; start without --resume")
@@ -185,9 +216,10 @@ class Trainer:
                 "further (it is the run's total, not steps to add)"
             )
         ckpt = load_checkpoint(path, expect=self.model)
+        notes = []
         before = ckpt.extra.get("train", {}).get("steps")
         if isinstance(before, int) and before != self.cfg.steps:
-            self.notes.append(
+            notes.append(
                 f"--steps {self.cfg.steps} differs from the {before} this run started with: the "
                 "learning-rate schedule is laid out over the new total from here on"
             )
@@ -203,8 +235,8 @@ class Trainer:
                 f"{path}: corrupt run state (loss scaler or data sampler: {err!r}); resume from "
                 "another checkpoint or start a new run"
             ) from None
-        self.step = ckpt.step
-        self.best_loss = ckpt.best_loss
+        keys = ("step", "adam_t", "scaler", "data", "best_loss")
+        return {"notes": notes, **{k: getattr(ckpt, k) for k in keys}}
 
     def checkpoint(self) -> Checkpoint:
         m, v = Params(self.model), Params(self.model)
@@ -229,12 +261,16 @@ class Trainer:
         return None if ids.size == self.model.vocab_size else ids.tolist()
 
     def save(self, val_loss: float | None = None) -> None:
-        """Write the last checkpoint; copy it to best when ``val_loss`` improves."""
+        """Write the last checkpoint; copy it to best when ``val_loss`` improves. With several
+        ranks: all check they hold the same state first, and rank 0 writes."""
         if val_loss is not None and val_loss < self.best_loss:
             self.best_loss = val_loss
             improved = True
         else:
             improved = False
+        self.check_ranks_agree()
+        if not self.world.is_writer:
+            return
         try:
             path = save_checkpoint(self.out / CKPT_LAST, self.checkpoint())
         except CheckpointError as err:
@@ -253,23 +289,38 @@ class Trainer:
                     "with --resume"
                 ) from err
 
+    def check_ranks_agree(self) -> None:
+        """Every rank holds the same weights, moments and run state (free on one process)."""
+        arrays = {"parameters": self.params.flat, "Adam m": self.adam.m, "Adam v": self.adam.v}
+        train = {k: v for k, v in asdict(self.cfg).items() if k not in ("backend", "chip")}
+        state = {"step": self.step, "sampler": self.sampler.state_dict(), "adam_t": self.adam.t}
+        state.update(scaler=self.scaler.state_dict(), train=train)
+        self.world.check_identical(arrays, state)
+
     # ---- training -------------------------------------------------------------------------
 
-    def train_step(self) -> StepRecord:
+    def train_step(self, stop: _StopFlag | None = None) -> StepRecord:
+        """One optimizer step over ``accum`` windows per rank. ``stop``: this rank's Ctrl-C
+        flag; ``self.stopping`` then says whether any rank asked to stop after this step."""
         cfg = self.cfg
         start = time.perf_counter()
         lr = self.schedule(self.step)
         scale = self.scaler.scale
-        grad_scale = 1.0 / (cfg.accum * scale)
+        windows = cfg.accum * self.world.size  # the effective batch
+        grad_scale = 1.0 / (windows * scale)
         self.grads.flat[...] = 0.0
         loss = 0.0
-        for _ in range(cfg.accum):
-            window = self.sampler.next_window()
+        mine = self.sampler.next_windows(cfg.accum)
+        for i, window in enumerate(mine):
+            hook = self.world.grads_hook(self.grads) if i == len(mine) - 1 else None
             loss += self.pipeline.forward_backward(
-                self.params, self.grads, window.inputs, window.targets, scale, grad_scale
+                self.params, self.grads, window.inputs, window.targets, scale, grad_scale, hook
             )
-        loss /= cfg.accum
         self.pipeline.wait()
+        asked = float(stop is not None and stop.requested)
+        loss, stops = self.world.reduce_step(self.grads.flat, (loss, asked))
+        loss /= windows
+        self.stopping = stops > 0
         finite = math.isfinite(loss) and bool(np.isfinite(self.grads.flat).all())
         norm = clip_by_global_norm(self.grads.flat, cfg.clip) if finite else math.inf
         apply = self.scaler.update(finite)
@@ -285,10 +336,12 @@ class Trainer:
         self.bad_steps = 0 if finite else self.bad_steps + 1
         elapsed = time.perf_counter() - start
         phases = self.pipeline.timer.take()
+        phases["comm"] = round(self.world.comm_ms, 3)
         self.train_s += elapsed
         self.kernel_ms += phases["kernels"]
+        self.comm_ms += self.world.comm_ms
         self.step += 1
-        tokens = cfg.accum * self.model.seq_len
+        tokens = windows * self.model.seq_len
         return StepRecord(
             self.step, loss, lr, norm, scale, not apply, elapsed * 1e3, tokens / elapsed, phases
         )
@@ -320,6 +373,8 @@ class Trainer:
         return float(np.mean(compact)), float(np.mean(full))
 
     def log(self, record: dict[str, Any]) -> None:
+        if self._metrics is None:  # not the writing rank
+            return
         self._metrics.write(json.dumps(finite_or_none(record)) + "\n")
         self._metrics.flush()  # a torn line (disk full, kill) is dropped on resume
 
@@ -329,8 +384,9 @@ class Trainer:
         wall_start = time.perf_counter()
         first_loss = None
         with _stop_on_interrupt() as stop, self._stopping_cleanly():
-            while self.step < self.cfg.steps and not stop.requested:
-                record = self.train_step()
+            self.check_ranks_agree()  # same arguments, data position and initial weights
+            while self.step < self.cfg.steps and not self.stopping:
+                record = self.train_step(stop)
                 if self.bad_steps >= MAX_BAD_STEPS:
                     raise TrainError(
                         f"{self.bad_steps} steps in a row gave non-finite gradients or loss "
@@ -345,7 +401,7 @@ class Trainer:
                     self.on_step(record)
                 val = None
                 if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps:
-                    val, full = self.val_losses()
+                    val, full = (self.world.mean(v) for v in self.val_losses())  # rank-equal
                     self.val_loss_full = full
                     self.log(
                         {"type": "val", "step": self.step, "val_loss": val, "val_loss_full": full}
@@ -353,10 +409,10 @@ class Trainer:
                 improved = val is not None and val < self.best_loss
                 due = self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps
                 due = due and self.bad_steps == 0  # in a non-finite streak keep the last good one
-                if due or improved or stop.requested:
+                if due or improved or self.stopping:
                     self.save(val)
         summary = self.summary(time.perf_counter() - wall_start, first_loss)
-        summary["interrupted"] = stop.requested
+        summary["interrupted"] = self.stopping
         return summary
 
     def modeled_ms_per_window(self) -> float | None:
@@ -372,6 +428,8 @@ class Trainer:
 
     def summary(self, wall_s: float, first_loss: float | None) -> dict[str, Any]:
         steps_run = len(self.history)
+        windows = self.cfg.accum * self.world.size
+        # kernel FLOPs, TFLOPS and utilization are this rank's (one chip's); tokens/s is global
         flops = self.pipeline.flops_per_window() * self.cfg.accum * steps_run
         kernel_s = self.kernel_ms / 1e3
         chip = self.pipeline.backend.chip
@@ -397,10 +455,11 @@ class Trainer:
             "compile_s": self.compile_s,
             "train_s": self.train_s,
             "ms_per_step": self.train_s / max(steps_run, 1) * 1e3,
-            "tokens_per_s": steps_run
-            * self.cfg.accum
-            * self.model.seq_len
-            / max(self.train_s, 1e-9),
+            "tokens_per_s": steps_run * windows * self.model.seq_len / max(self.train_s, 1e-9),
+            "world_size": self.world.size,
+            "windows_per_step": windows,
+            "comm_ms_per_step": self.comm_ms / max(steps_run, 1),
+            "comm_bytes_per_step": self.world.bytes_per_step(self.params.flat.size),
             "kernel_s": kernel_s,
             "kernel_flops": flops,
             "kernel_tflops": tflops,
@@ -425,7 +484,8 @@ class Trainer:
             ) from err
         finally:
             with contextlib.suppress(OSError):  # a full disk can refuse the final flush too
-                self._metrics.close()
+                if self._metrics is not None:
+                    self._metrics.close()
             self.pipeline.close()
 
 

@@ -271,9 +271,13 @@ class DynamicPipeline:
         targets: np.ndarray,
         loss_scale: float = 1.0,
         grad_scale: float = 1.0,
+        grads_done: Callable[[int | None], None] | None = None,
     ) -> float:
         """Mean cross-entropy of one window; adds ``loss_scale * grad_scale * dLoss/dW`` to
-        ``grads`` (deferred: call :meth:`wait` before reading them)."""
+        ``grads`` (deferred: call :meth:`wait` before reading them). ``grads_done(layer)`` runs
+        on the weight-gradient thread once a layer's gradients are added, then
+        ``grads_done(None)`` once the embedding's and final norm's are (data parallelism starts
+        summing them across ranks there, while the backward goes on)."""
         cfg, S = self.config, self.dims.seq
         if self.forward_only:
             raise RuntimeError("this pipeline compiled only the forward kernels")
@@ -305,6 +309,8 @@ class DynamicPipeline:
             dx = self._layer_backward(
                 layer, params.layer(layer), grads.layer(layer), acts[layer], dx
             )
+            if grads_done is not None:
+                self._defer(lambda layer=layer: grads_done(layer))
 
         with self.timer("elementwise"):
             ge = grads["embed"]
@@ -314,6 +320,8 @@ class DynamicPipeline:
                 np.add.at(ge, t, v)
 
             self._defer(embed_dw)
+        if grads_done is not None:
+            self._defer(lambda: grads_done(None))
         return float(np.mean(losses))
 
     def _layer_backward(

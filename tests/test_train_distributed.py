@@ -29,6 +29,7 @@ import pytest
 
 from anetrain.model.config import load_config
 from anetrain.model.params import Params
+from anetrain.runfolder import CKPT_LAST, METRICS, SUMMARY
 from anetrain.train.checkpoint import load_checkpoint
 from anetrain.train.distributed import loopback_launcher
 
@@ -61,7 +62,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _steps(run: Path) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines = (run / METRICS).read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["type"] == "step"]
 
 
@@ -145,11 +146,11 @@ def test_cli_two_ranks_match_one_process_and_only_rank_0_writes(tmp_path: Path) 
     # the first step: the same weights and windows; window losses summed in another float64 order
     assert loss2[0] == pytest.approx(loss1[0], rel=1e-15, abs=0)
     assert np.abs(loss2 / loss1 - 1).max() < 1e-5
-    w1, w2 = (load_checkpoint(d / "ckpt_last.safetensors") for d in (single, ranks))
+    w1, w2 = (load_checkpoint(d / CKPT_LAST) for d in (single, ranks))
     assert w2.step == 20 and w2.data["windows_drawn"] == w1.data["windows_drawn"] == 80
     assert _rel(w2.params.flat, w1.params.flat) < 1e-3
 
-    summary = json.loads((ranks / "summary.json").read_text())
+    summary = json.loads((ranks / SUMMARY).read_text())
     assert summary["world_size"] == 2 and summary["windows_per_step"] == 4
     assert summary["comm_bytes_per_step"] == 4 * w1.params.flat.size  # ring: 2(W-1)/W x 4 B
     names = {p.name for p in ranks.iterdir()}
@@ -176,7 +177,7 @@ def _start_long_run(out: Path, *extra: str) -> tuple[subprocess.Popen, list[str]
         text=True,
     )
     deadline = time.monotonic() + 90
-    while not ((out / "ckpt_last.safetensors").exists() and len(_lines(out)) >= 8):
+    while not ((out / CKPT_LAST).exists() and len(_lines(out)) >= 8):
         assert proc.poll() is None, proc.communicate()[0]
         assert time.monotonic() < deadline, "training did not start"
         time.sleep(0.05)
@@ -184,7 +185,7 @@ def _start_long_run(out: Path, *extra: str) -> tuple[subprocess.Popen, list[str]
 
 
 def _lines(out: Path) -> list[str]:
-    path = out / "metrics.jsonl"
+    path = out / METRICS
     return path.read_text().splitlines() if path.exists() else []
 
 
@@ -202,10 +203,10 @@ def test_killing_a_rank_ends_the_run_clearly_and_resume_continues(tmp_path: Path
     assert "another rank died" in output or "another rank failed" in output
     assert "rerun the same command with --resume" in output
 
-    ckpt = load_checkpoint(out / "ckpt_last.safetensors")  # intact (CRC-checked)
+    ckpt = load_checkpoint(out / CKPT_LAST)  # intact (CRC-checked)
     assert ckpt.step >= 5 and ckpt.step % 5 == 0
     _run([*argv, "--steps", str(ckpt.step + 3), "--resume"])
-    assert load_checkpoint(out / "ckpt_last.safetensors").step == ckpt.step + 3
+    assert load_checkpoint(out / CKPT_LAST).step == ckpt.step + 3
     assert [r["step"] for r in _steps(out)] == list(range(1, ckpt.step + 4))
 
 
@@ -227,4 +228,4 @@ def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "rank 0/2: the gradient all-reduce failed (" in output
     assert "hung past the 3 s timeout" in output
-    load_checkpoint(out / "ckpt_last.safetensors")
+    load_checkpoint(out / CKPT_LAST)

@@ -23,8 +23,9 @@ RUN_FILES = (CONFIG, METRICS, SUMMARY)
 
 # Where a training step's wall time goes, in the order the dashboard shows it: kernel evals,
 # surface writes/reads/copies, classifier + loss, residual and SwiGLU math, RMSNorms, and the
-# wait for the weight-gradient worker.
-PHASES = ("kernels", "io", "classifier", "elementwise", "rmsnorm", "blas_wait")
+# wait for the weight-gradient worker; then the wait for the gradient all-reduce across
+# data-parallel ranks (0 on one process; the loop fills it in).
+PHASES = ("kernels", "io", "classifier", "elementwise", "rmsnorm", "blas_wait", "comm")
 
 
 def phase_key(phase: str) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from anetrain.errors import AnetrainError
-from anetrain.model.params import Params
+from anetrain.model.params import LayerParams, Params
 
 EXTRA = "distributed"
 DEFAULT_TIMEOUT_S = 300.0  # longer than rank 0 writing the largest preset's checkpoint
@@ -216,12 +216,16 @@ class DataParallel(SingleProcess):
         if not self.overlap:
             return None
 
+        per_layer = [f.name for f in dataclasses.fields(LayerParams)]  # the same order everywhere
+        shared = [t for name, t in grads.items() if name not in per_layer]  # embed, final norm..
+
         def done(layer: int | None) -> None:
             if layer is None:
-                self._start([grads["embed"], grads["rms_final"]])
+                self._start(shared)
             else:
                 lp = grads.layer(layer)
-                self._start([getattr(lp, f.name) for f in dataclasses.fields(lp)])
+                views = (getattr(lp, f) for f in per_layer)
+                self._start([v for v in views if v is not None])  # q/k norms only with qk_norm
 
         return done
 

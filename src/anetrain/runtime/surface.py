@@ -281,14 +281,36 @@ class ValueSurface(Surface):
 
     _storage_kind = "values"
 
-    def __init__(self, shape: Sequence[int], dtype: DType = FP16, *, name: str = "") -> None:
+    def __init__(
+        self,
+        shape: Sequence[int],
+        dtype: DType = FP16,
+        *,
+        name: str = "",
+        storage: np.ndarray | None = None,
+    ) -> None:
+        """``storage``: an existing C-contiguous float32 array of the tensor's size to hold the
+        values in (the simulator passes its plan's own input and output buffers)."""
         if dtype not in (FP16, FP32):
             raise SurfaceError(f"surface dtype must be fp16 or fp32, got {dtype}")
         self.spec = TensorSpec(name, dtype, tuple(int(d) for d in shape))
         if len(self.spec.shape) < 2:
             raise SurfaceError(f"surface shape must be [1, C, ...], got {list(shape)}")
         self._lock = None
-        self._storage = np.zeros((self.channels, self.spatial), np.float32)
+        rows = (self.channels, self.spatial)
+        if storage is None:
+            self._storage = np.zeros(rows, np.float32)
+        else:
+            if (
+                storage.dtype != np.float32
+                or not storage.flags.c_contiguous
+                or storage.size != math.prod(rows)
+            ):
+                raise SurfaceError(
+                    f"storage for {self.describe()} must be C-contiguous float32 of "
+                    f"{math.prod(rows)} elements, got {storage.dtype}{list(storage.shape)}"
+                )
+            self._storage = storage.reshape(rows)
         self.buffer = self._storage.reshape(-1).view(np.uint8)
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from anetrain.hardware.chips import ChipProfile
 from anetrain.runtime.backend import Backend, CompileSource
+from anetrain.runtime.sim.fast import resolve_fast
 from anetrain.runtime.sim.kernel import SimKernel
 from anetrain.runtime.sim.ops import PLANNERS
 from anetrain.runtime.sim.plan import build_plan
@@ -16,6 +17,9 @@ class SimBackend(Backend):
     """Runs MIL programs in NumPy with fp16 storage semantics and the chip's known quirks.
 
     ``flush_subnormals`` overrides the profile's flag (flush fp16 subnormal results to zero).
+    ``fast`` picks the execution path (:mod:`anetrain.runtime.sim.fast`): None takes the numba
+    fast path when it is installed (unless ``ANETRAIN_SIM_FAST=0``), False the NumPy reference
+    path, True requires the fast path. Both give bit-identical results.
     """
 
     name = "sim"
@@ -26,8 +30,10 @@ class SimBackend(Backend):
         *,
         compile_budget: int | None = None,
         flush_subnormals: bool | None = None,
+        fast: bool | None = None,
     ) -> None:
         super().__init__(chip, compile_budget=compile_budget)
+        self.fast = resolve_fast(fast)
         self.flush_subnormals = (
             self.chip.flush_subnormals if flush_subnormals is None else flush_subnormals
         )
@@ -47,6 +53,7 @@ class SimBackend(Backend):
             self.chip,
             WeightResolver(source.weights, self.chip),
             flush_subnormals=self.flush_subnormals,
+            fast=self.fast,
         )
         return SimKernel(
             plan,

@@ -4,6 +4,12 @@ Every MIL value gets a preallocated array (float32 for fp16 and fp32 tensors, na
 otherwise) or a view of one, so evaluation is a flat list of closures that write into fixed
 buffers: no parsing, lookups or allocation at eval time. :meth:`PlanContext.emit` applies the
 fp16 storage rule (round every fp16 op output) and folds ops whose inputs are all constant.
+With a :class:`~anetrain.runtime.sim.fast.FastOps` the rounding is a numba pass in place, and
+planners may hand over steps that compute and round in the same pass (``fused``).
+
+An op output feeding a concat along a leading axis is allocated as its slice of the concat's
+buffer (:meth:`PlanContext.alias_into`), so the producer writes there and the concat copies
+nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from anetrain.mil.ops import Args
 from anetrain.mil.types import FP16, FP32, DType
 from anetrain.runtime.errors import UnsupportedOpError
 from anetrain.runtime.fp16 import round_fp16
+from anetrain.runtime.sim.fast import FastOps
 
 Step = Callable[[], None]
 Compute = Callable[[np.ndarray], None]
@@ -40,13 +47,19 @@ def literal_array(lit: Literal) -> np.ndarray | str:
 class PlanContext:
     """Buffers and steps of one kernel being planned."""
 
-    def __init__(self, chip: ChipProfile, *, flush_subnormals: bool) -> None:
+    def __init__(
+        self, chip: ChipProfile, *, flush_subnormals: bool, fast: FastOps | None = None
+    ) -> None:
         self.chip = chip
         self.ftz = flush_subnormals
+        self.fast = fast
         self.values: dict[str, np.ndarray] = {}
         self.const: set[str] = set()
+        self.owned: set[str] = set()  # values held in buffers that steps write
         self.steps: list[Step] = []
         self._scratch: dict[tuple[str, np.dtype], np.ndarray] = {}
+        self._slots: dict[str, tuple[Var, tuple[slice, ...]]] = {}
+        self._buffers: dict[str, np.ndarray] = {}
 
     # ---- reading arguments ----------------------------------------------------------------
 
@@ -81,9 +94,51 @@ class PlanContext:
     # ---- buffers --------------------------------------------------------------------------
 
     def alloc(self, var: Var) -> np.ndarray:
-        buf = np.zeros(var.shape, storage_dtype(var.dtype))
+        """The C-contiguous buffer a step writes ``var`` into: its own, or its slice of a
+        concat's buffer (:meth:`alias_into`)."""
+        buf = self._buffers.get(var.name)
+        if buf is None:
+            slot = self._slots.get(var.name)
+            if slot is None:
+                buf = np.zeros(var.shape, storage_dtype(var.dtype))
+            else:
+                target, index = slot
+                buf = view_reshape(self.alloc(target)[index], var.shape)
+                assert buf is not None and buf.flags.c_contiguous, "alias slots are contiguous"
+            self._buffers[var.name] = buf
         self.values[var.name] = buf
+        self.owned.add(var.name)
         return buf
+
+    def alias_into(self, var: Var, target: Var, index: tuple[slice, ...]) -> None:
+        """Allocate ``var`` (not yet planned) as ``target[index]`` (a C-contiguous slice of
+        ``var``'s size), reshaped to ``var``'s shape."""
+        self._slots[var.name] = (target, index)
+
+    def has_slot(self, var: Var) -> bool:
+        return var.name in self._slots
+
+    def slot_of(self, var: Var) -> tuple[Var, tuple[slice, ...]] | None:
+        return self._slots.get(var.name)
+
+    def in_buffer_of(self, var: Var, target: Var) -> bool:
+        """Whether ``var``'s value already sits in its slot of ``target``'s buffer (its
+        producer, or the producer of the array it is a view of, wrote it there)."""
+        slot = self._slots.get(var.name)
+        buf = self._buffers.get(target.name)
+        value = self.values.get(var.name)
+        if slot is None or slot[0].name != target.name or buf is None or value is None:
+            return False
+        expected = buf[slot[1]]
+        return (
+            value.flags.c_contiguous
+            and value.size == expected.size
+            and value.ctypes.data == expected.ctypes.data
+        )
+
+    def fast_for(self, op: Operation) -> FastOps | None:
+        """The fast-path kernels when ``op`` has an fp16 output on the fast path."""
+        return self.fast if self.fast is not None and op.outputs[0].dtype is FP16 else None
 
     def scratch(self, slot: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         """A contiguous array of ``shape`` shared by all ops (valid only within one step)."""
@@ -114,21 +169,35 @@ class PlanContext:
         return self.emit_bound(op, lambda dst: lambda: compute(dst), exact=exact)
 
     def emit_bound(
-        self, op: Operation, bind: Callable[[np.ndarray], Step], *, exact: bool = False
+        self,
+        op: Operation,
+        bind: Callable[[np.ndarray], Step],
+        *,
+        exact: bool = False,
+        fused: bool = False,
     ) -> np.ndarray:
         """Like :meth:`emit`, but ``bind(dst)`` returns the step, so it can precompute views
-        of its fixed destination once instead of on every eval."""
+        of its fixed destination once instead of on every eval. ``fused``: the step already
+        writes the rounded fp16 result (a fast-path kernel that rounds in the same pass)."""
         var = op.outputs[0]
         out = self.alloc(var)
-        if var.dtype is FP16 and not exact:
-            raw = self.scratch("raw", var.shape)
-            work = self.scratch("work", var.shape, np.uint32)
-            inner = bind(raw)
-            ftz = self.ftz
+        if var.dtype is FP16 and not (exact or fused):
+            if self.fast is not None:  # compute into out, then one rounding pass in place
+                inner, rounder = bind(out), self.fast.rounder(out)
 
-            def step() -> None:
-                inner()
-                round_fp16(raw, out, work=work, ftz=ftz)
+                def step() -> None:
+                    inner()
+                    rounder()
+
+            else:
+                raw = self.scratch("raw", var.shape)
+                work = self.scratch("work", var.shape, np.uint32)
+                inner = bind(raw)
+                ftz = self.ftz
+
+                def step() -> None:
+                    inner()
+                    round_fp16(raw, out, work=work, ftz=ftz)
 
         else:
             step = bind(out)
@@ -137,6 +206,7 @@ class PlanContext:
                 step()
             out.flags.writeable = False
             self.const.add(var.name)
+            self.owned.discard(var.name)
         else:
             self.steps.append(step)
         return out

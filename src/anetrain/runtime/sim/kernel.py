@@ -20,6 +20,21 @@ class SimKernel(Kernel):
     def __init__(self, plan: Plan, **kwargs: Any) -> None:
         self.plan = plan
         super().__init__(**kwargs)
+        # The default output surfaces hold the plan's owned output buffers, so evaluating
+        # into them copies nothing out. A request with other output surfaces leaves them as
+        # they were (the hardware contract): their values are saved around its eval.
+        self.outputs = tuple(
+            ValueSurface(spec.shape, spec.dtype, name=spec.name, storage=value)
+            if owned
+            else surface
+            for spec, value, owned, surface in zip(
+                self.output_specs, plan.outputs, plan.owned_outputs, self.outputs, strict=True
+            )
+        )
+        self._held = [
+            surface if owned else None
+            for surface, owned in zip(self.outputs, plan.owned_outputs, strict=True)
+        ]
 
     def _allocate_surface(self, spec: TensorSpec) -> Surface:
         """Value-stored surfaces: no fp16 encode/decode per eval (see :class:`ValueSurface`)."""
@@ -43,10 +58,17 @@ class SimKernel(Kernel):
                     f16_bits_to_f32(surface.bits, out=dst)
                 else:
                     np.copyto(dst, surface.bits)
+        saved = [
+            held.values.copy()
+            for held, surface in zip(self._held, request.outputs, strict=True)
+            if held is not None and surface is not held
+        ]
         with np.errstate(all="ignore"):
             for step in plan.steps:
                 step()
-        for surface, value in zip(request.outputs, plan.outputs, strict=True):
+        for surface, value, held in zip(request.outputs, plan.outputs, self._held, strict=True):
+            if surface is held:
+                continue
             with surface.locked():
                 src = value.reshape(surface.channels, surface.spatial)
                 if isinstance(surface, ValueSurface):
@@ -55,4 +77,8 @@ class SimKernel(Kernel):
                     f32_to_f16_bits(src, out=surface.bits)
                 else:
                     np.copyto(surface.bits, src)
+        restore = iter(saved)
+        for held, surface in zip(self._held, request.outputs, strict=True):
+            if held is not None and surface is not held:
+                np.copyto(held.values, next(restore))
         return None

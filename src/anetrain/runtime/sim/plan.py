@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from anetrain.hardware.chips import ChipProfile
-from anetrain.mil.ir import Function, Literal, Operation
+from anetrain.mil.ir import Function, Literal, Operation, Var
 from anetrain.runtime.sim.context import PlanContext, Step, literal_array
+from anetrain.runtime.sim.fast import FastOps
 from anetrain.runtime.sim.ops import PLANNERS
 from anetrain.runtime.sim.weights import WeightResolver
 
@@ -16,19 +18,31 @@ from anetrain.runtime.sim.weights import WeightResolver
 @dataclass
 class Plan:
     """What a simulated kernel runs: decode inputs into ``inputs``, run ``steps``, encode
-    ``outputs`` (arrays or views holding the returned values after the steps)."""
+    ``outputs`` (arrays or views holding the returned values after the steps).
+    ``owned_outputs[i]``: output ``i`` is a C-contiguous buffer that only the steps write, so a
+    surface may hold it directly (no copy out)."""
 
     inputs: list[np.ndarray]
     steps: list[Step]
     outputs: list[np.ndarray]
     weight_bytes: int
+    owned_outputs: list[bool] = field(default_factory=list)
 
 
 def build_plan(
-    fn: Function, chip: ChipProfile, weights: WeightResolver, *, flush_subnormals: bool
+    fn: Function,
+    chip: ChipProfile,
+    weights: WeightResolver,
+    *,
+    flush_subnormals: bool,
+    fast: bool = False,
 ) -> Plan:
-    ctx = PlanContext(chip, flush_subnormals=flush_subnormals)
+    ctx = PlanContext(
+        chip, flush_subnormals=flush_subnormals, fast=FastOps(flush_subnormals) if fast else None
+    )
     inputs = [ctx.alloc(var) for var in fn.inputs]
+    ctx.owned.clear()  # the caller writes the inputs
+    _alias_concat_inputs(fn, ctx)
     for op in fn.operations:
         if op.op_type == "const":
             lit = op.attributes["val"]
@@ -42,7 +56,55 @@ def build_plan(
             op = _with_resolved_blobs(op, weights)  # e.g. constexpr quantized_data
         PLANNERS[op.op_type](op, ctx)
     outputs = [ctx.values[var.name] for var in fn.outputs]
-    return Plan(inputs, ctx.steps, outputs, weights.total_bytes)
+    names = [var.name for var in fn.outputs]
+    owned = [
+        name in ctx.owned and out.flags.c_contiguous and names.count(name) == 1
+        for name, out in zip(names, outputs, strict=True)
+    ]
+    return Plan(inputs, ctx.steps, outputs, weights.total_bytes, owned)
+
+
+def _alias_concat_inputs(fn: Function, ctx: PlanContext) -> None:
+    """Let each op output that one concat along a leading axis consumes (once) be computed in
+    its slice of the concat's buffer, directly or through reshapes: the producer writes there
+    and the concat copies nothing (see ``plan_concat``). Leading axis: every output dim before
+    it is 1, so slices are C-contiguous."""
+    produced = {op.outputs[0].name for op in fn.operations if op.op_type != "const" and op.outputs}
+    concats = [op for op in fn.operations if op.op_type == "concat"]
+    in_concats = Counter(
+        v.name for op in concats for v in _items(op.inputs["values"]) if isinstance(v, Var)
+    )
+    for op in concats:
+        args = ctx.args(op)
+        out = op.outputs[0]
+        if args.bool("interleave", False):
+            continue
+        axis = args.int("axis") % len(out.shape)
+        if any(d != 1 for d in out.shape[:axis]):
+            continue
+        offset = 0
+        for v in _items(op.inputs["values"]):
+            n = v.type.shape[axis]
+            if isinstance(v, Var) and v.name in produced and in_concats[v.name] == 1:
+                ctx.alias_into(v, out, (*[slice(None)] * axis, slice(offset, offset + n)))
+            offset += n
+    # a reshape is a view of its (contiguous) input: let the input's producer write the slot
+    for op in reversed(fn.operations):
+        if op.op_type != "reshape":
+            continue
+        slot, x = ctx.slot_of(op.outputs[0]), op.inputs["x"]
+        if (
+            slot is not None
+            and isinstance(x, Var)
+            and x.name in produced
+            and not ctx.has_slot(x)
+            and in_concats[x.name] == 0
+        ):
+            ctx.alias_into(x, *slot)
+
+
+def _items(arg: object) -> tuple:
+    return arg if isinstance(arg, tuple) else (arg,)
 
 
 def _with_resolved_blobs(op: Operation, weights: WeightResolver) -> Operation:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from anetrain.mil.ir import Operation
-from anetrain.runtime.sim.context import PlanContext
+from anetrain.runtime.sim.context import PlanContext, Step
 
 _BINARY: dict[str, np.ufunc] = {
     "add": np.add,
@@ -26,11 +26,24 @@ _BINARY: dict[str, np.ufunc] = {
 _EPSILON = {"log": 1e-45, "rsqrt": 1e-12}
 
 
+# binary ops whose float32 result is exact IEEE arithmetic: the fast path fuses their rounding
+_FUSED = {"add": "add", "sub": "sub", "mul": "mul", "real_div": "div"}
+
+
 def plan_binary(op: Operation, ctx: PlanContext) -> None:
     fn = _BINARY[op.op_type]
     x, y = ctx.value(op.inputs["x"]), ctx.value(op.inputs["y"])
     out_dtype = op.outputs[0].dtype
-    if out_dtype.is_float:
+    fast = ctx.fast_for(op)
+    if fast is not None and op.op_type in _FUSED:
+        kind = _FUSED[op.op_type]
+
+        def bind(r: np.ndarray) -> Step:
+            step = fast.binary(kind, x, y, r)
+            return step or fast.then_round(lambda: fn(x, y, out=r), r)
+
+        ctx.emit_bound(op, bind, fused=True)
+    elif out_dtype.is_float:
         ctx.emit(op, lambda r: fn(x, y, out=r))
     else:  # integer arithmetic wraps like NumPy's fixed-width types
         ctx.emit(op, lambda r: fn(x, y, out=r, casting="unsafe"), exact=True)
@@ -38,7 +51,9 @@ def plan_binary(op: Operation, ctx: PlanContext) -> None:
 
 def _epsilon(op: Operation, ctx: PlanContext) -> np.float32:
     """The given epsilon, or the default in x's dtype: fp16(1e-45) is 0, so an fp16 log(0)
-    is -inf as in coremltools, not log(1e-45) = -103."""
+    is -inf as in coremltools, not log(1e-45) = -103. 0 for the ops without one."""
+    if op.op_type not in _EPSILON:
+        return np.float32(0)
     eps_arg = op.arg("epsilon")
     if eps_arg is not None:
         return np.float32(ctx.value(eps_arg).reshape(()))
@@ -50,8 +65,7 @@ def _epsilon(op: Operation, ctx: PlanContext) -> np.float32:
 def _unary(op: Operation, ctx: PlanContext) -> Callable[[np.ndarray], None]:
     x = ctx.value(op.inputs["x"])
     kind = op.op_type
-    if kind in _EPSILON:
-        eps = _epsilon(op, ctx)
+    eps = _epsilon(op, ctx)
     if kind == "exp":
         return lambda r: np.exp(x, out=r)
     if kind == "sqrt":
@@ -95,7 +109,19 @@ def _unary(op: Operation, ctx: PlanContext) -> Callable[[np.ndarray], None]:
 
 
 def plan_unary(op: Operation, ctx: PlanContext) -> None:
-    ctx.emit(op, _unary(op, ctx))
+    compute = _unary(op, ctx)
+    fast = ctx.fast_for(op)
+    if fast is not None and op.op_type in ("sqrt", "rsqrt", "sigmoid", "silu"):
+        x = ctx.value(op.inputs["x"])
+        eps = _epsilon(op, ctx)
+
+        def bind(r: np.ndarray) -> Step:
+            step = fast.unary(op.op_type, x, eps, r)
+            return step or fast.then_round(lambda: compute(r), r)
+
+        ctx.emit_bound(op, bind, fused=True)
+    else:
+        ctx.emit(op, compute)
 
 
 PLANNERS = {

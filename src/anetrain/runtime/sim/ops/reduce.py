@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from anetrain.mil.ir import Operation
-from anetrain.runtime.sim.context import PlanContext
+from anetrain.runtime.sim.context import PlanContext, Step
 
 
 def plan_reduce(op: Operation, ctx: PlanContext) -> None:
@@ -44,7 +44,28 @@ def plan_softmax(op: Operation, ctx: PlanContext) -> None:
         np.sum(r, axis=axis, keepdims=True, out=acc)
         np.divide(r, acc, out=r)
 
-    ctx.emit(op, softmax)
+    fast = ctx.fast_for(op)
+    if fast is None:
+        ctx.emit(op, softmax)
+        return
+    # fast path: the same NumPy steps into scratch, then divide and round in one pass
+    raw = ctx.scratch("raw", x.shape)
+
+    def bind(r: np.ndarray) -> Step:
+        finish = fast.binary("div", raw, acc, r)
+        if finish is None:  # a broadcast the kernel does not cover
+            return fast.then_round(lambda: softmax(r), r)
+
+        def fast_softmax() -> None:
+            np.max(x, axis=axis, keepdims=True, out=acc)
+            np.subtract(x, acc, out=raw)
+            np.exp(raw, out=raw)
+            np.sum(raw, axis=axis, keepdims=True, out=acc)
+            finish()
+
+        return fast_softmax
+
+    ctx.emit_bound(op, bind, fused=True)
 
 
 PLANNERS = {

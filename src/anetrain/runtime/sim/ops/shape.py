@@ -1,16 +1,17 @@
 """Data-movement ops. Their values are already representable, so none of them rounds.
 
 reshape, transpose and the slices become zero-cost NumPy views of their input's buffer when
-possible (buffers never move, so a view bound at compile time stays valid); concat copies.
+possible (buffers never move, so a view bound at compile time stays valid); concat copies only
+the inputs whose producers could not write into its buffer directly.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from anetrain.mil.ir import Operation
+from anetrain.mil.ir import Operation, Var
 from anetrain.mil.ops import slice_by_index_bounds
-from anetrain.runtime.sim.context import PlanContext, view_reshape
+from anetrain.runtime.sim.context import PlanContext, Step, view_reshape
 
 
 def _bind_view(op: Operation, ctx: PlanContext, view: np.ndarray | None, src: np.ndarray) -> None:
@@ -63,9 +64,35 @@ def plan_slice_by_index(op: Operation, ctx: PlanContext) -> None:
 
 def plan_concat(op: Operation, ctx: PlanContext) -> None:
     args = ctx.args(op)
-    values = ctx.values_of(op.inputs["values"])
+    arg = op.inputs["values"]
+    items = arg if isinstance(arg, tuple) else (arg,)
+    values = ctx.values_of(arg)
     axis = args.int("axis") % values[0].ndim
-    out_shape = op.outputs[0].shape
+    out_var = op.outputs[0]
+    out_shape = out_var.shape
+    placed = [isinstance(v, Var) and ctx.in_buffer_of(v, out_var) for v in items]
+    if any(placed):  # producers wrote into their slices already: copy only the others
+        pieces, offset = [], 0
+        for value, done in zip(values, placed, strict=True):
+            n = value.shape[axis]
+            if not done:
+                pieces.append(((*[slice(None)] * axis, slice(offset, offset + n)), value))
+            offset += n
+        if not pieces and not ctx.is_const(arg):
+            ctx.alloc(out_var)
+            return
+
+        def bind(r: np.ndarray) -> Step:
+            copies = [(r[index], value) for index, value in pieces]
+
+            def copy_rest() -> None:
+                for dst, src in copies:
+                    np.copyto(dst, src)
+
+            return copy_rest
+
+        ctx.emit_bound(op, bind, exact=True)
+        return
     if args.bool("interleave", False):
         # coremltools: out[..., i*n + j, ...] = values[j][..., i, ...]
         n, d = len(values), values[0].shape[axis]

@@ -10,29 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from mil_strategies import BuiltProgram, float_arrays, programs
 
 from anetrain import runtime
-from anetrain.mil import FP16, FP32, INT8, Builder, DType, Function, Var
-from anetrain.mil.types import INT32
+from anetrain.mil import FP16, FP32, Builder, DType, Function, Var
 from anetrain.model.config import ModelConfig
 from anetrain.model.params import init_params
-from anetrain.runtime.errors import BackendUnavailable, UnsupportedOpError, WeightsError
+from anetrain.runtime.errors import UnsupportedOpError, WeightsError
 from anetrain.runtime.sim import SimBackend
 from anetrain.runtime.sim import fast as fastpath
 from anetrain.runtime.sim.ops import PLANNERS
 from anetrain.runtime.sim.plan import build_plan
-from anetrain.runtime.sim.validate import validate_program
 from anetrain.runtime.sim.weights import WeightResolver
 from anetrain.runtime.testing import Weights
 from anetrain.train.pipeline import DynamicPipeline
+from mil_strategies import BuiltProgram, float_arrays, programs
 
 pytestmark = pytest.mark.skipif(
     not fastpath.fast_available()[0], reason="the fast path needs numba (the 'fast' extra)"

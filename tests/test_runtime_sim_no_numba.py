@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from anetrain import runtime
-from anetrain.runtime.errors import BackendUnavailable
 from anetrain.runtime import sim as sim_package
+from anetrain.runtime.errors import BackendUnavailable
 from anetrain.runtime.sim import SimBackend
 from anetrain.runtime.sim import fast as fastpath
 from anetrain.runtime.testing import conv_program

@@ -92,3 +92,31 @@ def test_dynamic_scaler_grows_and_backs_off() -> None:
     restored = LossScaler()
     restored.load_state_dict(sc.state_dict())
     assert restored.state_dict() == sc.state_dict()
+
+
+def test_adamw_fused_path_is_bit_identical_and_clips_inside_the_step() -> None:
+    from anetrain.runtime.sim.fast import fast_available
+
+    if not fast_available()[0]:
+        pytest.skip("the fused AdamW needs numba (the 'fast' extra)")
+    rng = np.random.default_rng(3)
+    n = 2 * AdamW.CHUNK + 77
+    mask = np.ones(n, bool)
+    mask[10:900] = False
+    mask[-50:] = False
+    w0 = rng.standard_normal(n).astype(np.float32)
+    fused, plain = AdamW(n, mask, fast=True), AdamW(n, mask, fast=False)
+    reference = AdamW(n, mask, fast=False)
+    w1, w2, w3 = w0.copy(), w0.copy(), w0.copy()
+    for step in range(4):
+        g = rng.standard_normal(n).astype(np.float32) * 10 ** (step - 2)
+        g[::997] = 0.0
+        factor = 0.37 if step % 2 else 1.0
+        fused.step(w1, g, 1e-2, grad_scale=factor)
+        plain.step(w2, g, 1e-2, grad_scale=factor)
+        clipped = g * np.float32(factor)  # what clip_by_global_norm then step does
+        reference.step(w3, clipped, 1e-2)
+    for ours in (w1, w2):
+        assert np.array_equal(ours.view(np.uint32), w3.view(np.uint32))
+    assert np.array_equal(fused.m.view(np.uint32), reference.m.view(np.uint32))
+    assert np.array_equal(fused.v.view(np.uint32), reference.v.view(np.uint32))

@@ -44,7 +44,7 @@ from anetrain.train.checkpoint import (
     save_checkpoint,
 )
 from anetrain.train.distributed import SingleProcess
-from anetrain.train.optim import AdamW, AdamWConfig, clip_by_global_norm
+from anetrain.train.optim import AdamW, AdamWConfig, clip_factor, global_norm
 from anetrain.train.pipeline import DynamicPipeline, used_token_ids
 from anetrain.train.scaler import LossScaler
 from anetrain.train.schedule import CosineSchedule
@@ -322,10 +322,11 @@ class Trainer:
         loss /= windows
         self.stopping = stops > 0
         finite = math.isfinite(loss) and bool(np.isfinite(self.grads.flat).all())
-        norm = clip_by_global_norm(self.grads.flat, cfg.clip) if finite else math.inf
+        norm = global_norm(self.grads.flat) if finite else math.inf
         apply = self.scaler.update(finite)
-        if apply:
-            self.adam.step(self.params.flat, self.grads.flat, lr)
+        if apply:  # gradient clipping happens inside the AdamW pass
+            clip = clip_factor(norm, cfg.clip)
+            self.adam.step(self.params.flat, self.grads.flat, lr, grad_scale=clip)
             if not np.isfinite(self.params.flat).all():
                 raise TrainError(
                     f"step {self.step + 1} made the weights non-finite (lr {lr:.3g}); nothing "

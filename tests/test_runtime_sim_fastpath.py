@@ -27,6 +27,7 @@ from anetrain.runtime.sim import fast as fastpath
 from anetrain.runtime.sim.ops import PLANNERS
 from anetrain.runtime.sim.plan import build_plan
 from anetrain.runtime.sim.weights import WeightResolver
+from anetrain.runtime.surface import ValueSurface
 from anetrain.runtime.testing import Weights
 from anetrain.train.pipeline import DynamicPipeline
 from mil_strategies import BuiltProgram, float_arrays, programs
@@ -294,3 +295,20 @@ def test_path_selection_follows_the_option_and_the_environment(monkeypatch) -> N
     monkeypatch.setenv(fastpath.ENV_VAR, "maybe")
     with pytest.raises(ValueError, match=fastpath.ENV_VAR):
         SimBackend()
+
+
+def test_surface_block_writes_round_identically() -> None:
+    fast = fastpath.FastOps(ftz=False)
+    sources = [
+        values((5, 7), FP32),  # C-contiguous
+        values((7, 5), FP32).T,  # a transposed weight matrix
+        values((5, 14), FP32)[:, ::2],  # neither: the NumPy write
+        values((5, 7), FP32).astype(np.float64),
+    ]
+    for src in sources:
+        ref = ValueSurface([1, 9, 1, 12])
+        got = ValueSurface([1, 9, 1, 12], store_block=fast.store_block)
+        for surface in (ref, got):
+            surface.fill(1.5)
+            surface.write_block(src, 2, 3)
+        assert np.array_equal(ref.values.view(np.uint32), got.values.view(np.uint32))

@@ -160,3 +160,17 @@ class FastOps:
 
             return silu
         return None
+
+    def store_block(self, src: np.ndarray, dst: np.ndarray, row0: int, col0: int) -> bool:
+        """Round float32 ``src`` ``[rows, cols]`` into the C-contiguous ``dst`` at
+        ``(row0, col0)`` in one pass (no flush: surface writes never flush); False when
+        ``src`` is neither C-contiguous nor the transpose of a C-contiguous array."""
+        if src.dtype != np.float32 or src.ndim != 2 or not dst.flags.c_contiguous:
+            return False
+        if src.flags.c_contiguous:
+            self.jit.round_block(src, dst, row0, col0, False)
+        elif src.T.flags.c_contiguous:
+            self.jit.round_block(src.T, dst, row0, col0, True)
+        else:
+            return False
+        return True

@@ -139,3 +139,25 @@ def silu_finish(x: np.ndarray, t: np.ndarray, ftz: bool) -> None:
     one = np.float32(1.0)
     for i in range(t.size):
         t[i] = r16(x[i] / (t[i] + one), ftz)
+
+
+@numba.njit(**_OPTS)
+def round_block(src: np.ndarray, dst: np.ndarray, row0: int, col0: int, transposed: bool) -> None:
+    """``dst[row0 + i, col0 + j] = round(S[i, j])`` for C-contiguous 2-D ``src`` and ``dst``,
+    where ``S`` is ``src`` or, if ``transposed``, ``src.T``: a surface write of a block (a
+    weight matrix lands transposed in the forward kernels' surfaces)."""
+    if not transposed:
+        rows, cols = src.shape
+        for i in range(rows):
+            s, d = src[i], dst[row0 + i][col0 : col0 + cols]
+            for j in range(cols):
+                d[j] = r16(s[j], False)
+        return
+    cols, rows = src.shape  # S = src.T is [rows, cols]
+    tile = 32  # a tile of src rows and dst rows stays in L1 while it is transposed
+    for i0 in range(0, rows, tile):
+        i1 = min(i0 + tile, rows)
+        for j in range(cols):
+            s = src[j][i0:i1]
+            for k in range(i1 - i0):
+                dst[row0 + i0 + k, col0 + j] = r16(s[k], False)

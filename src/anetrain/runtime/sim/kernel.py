@@ -24,9 +24,7 @@ class SimKernel(Kernel):
         # into them copies nothing out. A request with other output surfaces leaves them as
         # they were (the hardware contract): their values are saved around its eval.
         self.outputs = tuple(
-            ValueSurface(spec.shape, spec.dtype, name=spec.name, storage=value)
-            if owned
-            else surface
+            self._allocate_surface(spec, storage=value) if owned else surface
             for spec, value, owned, surface in zip(
                 self.output_specs, plan.outputs, plan.owned_outputs, self.outputs, strict=True
             )
@@ -36,9 +34,17 @@ class SimKernel(Kernel):
             for surface, owned in zip(self.outputs, plan.owned_outputs, strict=True)
         ]
 
-    def _allocate_surface(self, spec: TensorSpec) -> Surface:
-        """Value-stored surfaces: no fp16 encode/decode per eval (see :class:`ValueSurface`)."""
-        return ValueSurface(spec.shape, spec.dtype, name=spec.name)
+    def _allocate_surface(self, spec: TensorSpec, storage: np.ndarray | None = None) -> Surface:
+        """Value-stored surfaces: no fp16 encode/decode per eval (see :class:`ValueSurface`);
+        on the fast path their writes round in one numba pass."""
+        fast = self.plan.fast
+        return ValueSurface(
+            spec.shape,
+            spec.dtype,
+            name=spec.name,
+            storage=storage,
+            store_block=None if fast is None else fast.store_block,
+        )
 
     def _evaluate(self, request: Request, qos: int) -> int | None:
         if len(request.inputs) > 1 and not self.chip.multi_input_allowed:

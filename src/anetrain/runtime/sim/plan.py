@@ -27,6 +27,7 @@ class Plan:
     outputs: list[np.ndarray]
     weight_bytes: int
     owned_outputs: list[bool] = field(default_factory=list)
+    fast: FastOps | None = None  # the fast path's kernels, when the plan uses them
 
 
 def build_plan(
@@ -37,9 +38,8 @@ def build_plan(
     flush_subnormals: bool,
     fast: bool = False,
 ) -> Plan:
-    ctx = PlanContext(
-        chip, flush_subnormals=flush_subnormals, fast=FastOps(flush_subnormals) if fast else None
-    )
+    fast_ops = FastOps(flush_subnormals) if fast else None
+    ctx = PlanContext(chip, flush_subnormals=flush_subnormals, fast=fast_ops)
     inputs = [ctx.alloc(var) for var in fn.inputs]
     ctx.owned.clear()  # the caller writes the inputs
     _alias_concat_inputs(fn, ctx)
@@ -61,7 +61,7 @@ def build_plan(
         name in ctx.owned and out.flags.c_contiguous and names.count(name) == 1
         for name, out in zip(names, outputs, strict=True)
     ]
-    return Plan(inputs, ctx.steps, outputs, weights.total_bytes, owned)
+    return Plan(inputs, ctx.steps, outputs, weights.total_bytes, owned, fast_ops)
 
 
 def _alias_concat_inputs(fn: Function, ctx: PlanContext) -> None:

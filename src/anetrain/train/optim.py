@@ -52,9 +52,7 @@ class AdamW:
         mask = np.asarray(decay_mask, dtype=bool)
         if mask.shape != (n,):
             raise ValueError(f"decay mask has shape {mask.shape}, expected ({n},)")
-        # contiguous runs of decayed elements (norm weights are exempt)
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.view(np.int8), [0]))))
-        self.decay_runs = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+        self.decay_runs = _true_runs(mask)  # decayed elements (norm weights are exempt)
         self._jit = _load_jit() if resolve_fast(fast) else None
         if self._jit is not None:
             self._halves = _split_segments(_segments(self.decay_runs, n), 2)
@@ -169,6 +167,16 @@ def _load_jit() -> ModuleType | None:
 
 
 Segments = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of True in a 1-D bool mask, with no temporary larger
+    than one bool per element (a 110M-parameter mask must not grow int64 copies)."""
+    if mask.size == 0:
+        return []
+    starts = np.concatenate(([0], np.flatnonzero(mask[1:] != mask[:-1]) + 1))
+    ends = np.append(starts[1:], mask.size)
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True) if mask[a]]
 
 
 def _segments(decay_runs: list[tuple[int, int]], n: int) -> list[tuple[int, int, bool]]:

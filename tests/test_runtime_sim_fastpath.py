@@ -1,5 +1,7 @@
 """The simulator's fast path (numba) against its NumPy reference path: bit-identical results.
 
+(Buffer reuse is checked the same way, against plans that allocate every value its own.)
+
 Every simulator op runs through both paths on fp16 and fp32 tensors whose values include fp16
 subnormals, overflowing products, infinities, NaN and signed zeros, with and without the flush
 option; random programs and a whole training step (fp16 and fp32 kernels) follow. "Identical"
@@ -61,10 +63,17 @@ def values(shape: tuple[int, ...], dtype: DType) -> np.ndarray:
 
 
 def run_plan(
-    fn: Function, weights: dict, inputs: list[np.ndarray], *, fast: bool, ftz: bool
+    fn: Function,
+    weights: dict,
+    inputs: list[np.ndarray],
+    *,
+    fast: bool,
+    ftz: bool,
+    reuse: bool = True,
 ) -> list[np.ndarray]:
     """Two evals of the function's plan on ``inputs``; the second eval's outputs."""
-    plan = build_plan(fn, CHIP, WeightResolver(weights, CHIP), flush_subnormals=ftz, fast=fast)
+    resolver = WeightResolver(weights, CHIP)
+    plan = build_plan(fn, CHIP, resolver, flush_subnormals=ftz, fast=fast, reuse_buffers=reuse)
     for buf, x in zip(plan.inputs, inputs, strict=True):
         buf[...] = x
     with np.errstate(all="ignore"):
@@ -91,10 +100,11 @@ def assert_same_bits(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 
 def both_paths(fn: Function, weights: dict, inputs: list[np.ndarray]) -> None:
+    """Fast path == NumPy path; and buffer reuse changes nothing (against a plan without)."""
     for ftz in (False, True):
-        ref = run_plan(fn, weights, inputs, fast=False, ftz=ftz)
-        got = run_plan(fn, weights, inputs, fast=True, ftz=ftz)
-        assert_same_bits(ref, got)
+        ref = run_plan(fn, weights, inputs, fast=False, ftz=ftz, reuse=False)
+        assert_same_bits(ref, run_plan(fn, weights, inputs, fast=False, ftz=ftz))
+        assert_same_bits(ref, run_plan(fn, weights, inputs, fast=True, ftz=ftz))
 
 
 # ---- every op -------------------------------------------------------------------------------
@@ -238,10 +248,11 @@ def test_random_programs_are_bit_identical(data: st.DataObject) -> None:
         for v in fn.inputs
     ]
     try:
-        ref = run_plan(fn, {}, inputs, fast=False, ftz=False)
+        ref = run_plan(fn, {}, inputs, fast=False, ftz=False, reuse=False)
     except (UnsupportedOpError, WeightsError, KeyError):
         assume(False)  # e.g. a BLOBFILE weight with no file: nothing to compare
         return
+    assert_same_bits(ref, run_plan(fn, {}, inputs, fast=False, ftz=False))
     assert_same_bits(ref, run_plan(fn, {}, inputs, fast=True, ftz=False))
 
 

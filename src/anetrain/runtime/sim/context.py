@@ -25,6 +25,7 @@ from anetrain.mil.ops import Args
 from anetrain.mil.types import FP16, FP32, DType
 from anetrain.runtime.errors import UnsupportedOpError
 from anetrain.runtime.fp16 import round_fp16
+from anetrain.runtime.sim.buffers import BufferPool
 from anetrain.runtime.sim.fast import FastOps
 
 Step = Callable[[], None]
@@ -60,6 +61,19 @@ class PlanContext:
         self._scratch: dict[tuple[str, np.dtype], np.ndarray] = {}
         self._slots: dict[str, tuple[Var, tuple[slice, ...]]] = {}
         self._buffers: dict[str, np.ndarray] = {}
+        self.pool: BufferPool | None = None  # buffer reuse, set up by build_plan
+
+    def slots(self) -> dict[str, Var]:
+        """Value name -> the concat output whose buffer it is computed in."""
+        return {name: target for name, (target, _) in self._slots.items()}
+
+    def _pin(self, var: Var) -> None:
+        """Keep ``var``'s buffer (and the concat buffer it sits in) from reuse."""
+        if self.pool is not None:
+            self.pool.pin(var.name)
+        slot = self._slots.get(var.name)
+        if slot is not None:
+            self._pin(slot[0])
 
     # ---- reading arguments ----------------------------------------------------------------
 
@@ -99,7 +113,9 @@ class PlanContext:
         buf = self._buffers.get(var.name)
         if buf is None:
             slot = self._slots.get(var.name)
-            if slot is None:
+            if slot is None and self.pool is not None:
+                buf = self.pool.take(var.name, var.shape, storage_dtype(var.dtype))
+            elif slot is None:
                 buf = np.zeros(var.shape, storage_dtype(var.dtype))
             else:
                 target, index = slot
@@ -207,6 +223,7 @@ class PlanContext:
             out.flags.writeable = False
             self.const.add(var.name)
             self.owned.discard(var.name)
+            self._pin(var)
         else:
             self.steps.append(step)
         return out

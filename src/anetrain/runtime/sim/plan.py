@@ -9,6 +9,7 @@ import numpy as np
 
 from anetrain.hardware.chips import ChipProfile
 from anetrain.mil.ir import Function, Literal, Operation, Var
+from anetrain.runtime.sim.buffers import BufferPool
 from anetrain.runtime.sim.context import PlanContext, Step, literal_array
 from anetrain.runtime.sim.fast import FastOps
 from anetrain.runtime.sim.ops import PLANNERS
@@ -37,13 +38,20 @@ def build_plan(
     *,
     flush_subnormals: bool,
     fast: bool = False,
+    reuse_buffers: bool = True,
 ) -> Plan:
+    """``fast``: the numba kernels (:mod:`anetrain.runtime.sim.fast`); ``reuse_buffers``: dead
+    values' buffers serve later outputs (:mod:`anetrain.runtime.sim.buffers`). Neither changes
+    a bit of the results."""
     fast_ops = FastOps(flush_subnormals) if fast else None
     ctx = PlanContext(chip, flush_subnormals=flush_subnormals, fast=fast_ops)
+    _alias_concat_inputs(fn, ctx)
+    pool = ctx.pool = BufferPool(fn, ctx.slots()) if reuse_buffers else None
     inputs = [ctx.alloc(var) for var in fn.inputs]
     ctx.owned.clear()  # the caller writes the inputs
-    _alias_concat_inputs(fn, ctx)
-    for op in fn.operations:
+    for index, op in enumerate(fn.operations):
+        if pool is not None:
+            pool.now = index
         if op.op_type == "const":
             lit = op.attributes["val"]
             data = weights.resolve(op, lit) if lit.blob is not None else literal_array(lit)

@@ -4,7 +4,8 @@ The simulator rounds every conv output to fp16 and converts surfaces at the boun
 baseline only runs ``np.matmul`` into preallocated buffers. One sim eval and one baseline chain
 alternate ``--samples`` times in one process (this 2-vCPU VM is noisy: alternating puts both
 under the same noise) and the ratio of the medians is printed, with the ratio of the minima as
-a noise-free cross-check. The bar is ratio <= 1.3.
+a noise-free cross-check. The bar is ratio <= 1.1 (on the fast path; ANETRAIN_SIM_FAST=0 times
+the NumPy reference path).
 
     python benchmarks/conv_chain.py [--depth 64] [--channels 512] [--spatial 64] [--threads N]
 """
@@ -101,14 +102,16 @@ def main() -> None:
         "ratio": round(sim_ms / base_ms, 3),
         "ratio_of_minima": round(min(sim_t) / min(base_t), 3),
         "sim_gflops": round(gflop / (sim_ms / 1e3), 1),
+        "sim_path": "fast" if kernel.plan.fast is not None else "numpy",
     }
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"conv chain depth={args.depth} ch={args.channels} sp={args.spatial} "
-            f"(BLAS threads: {result['blas_threads']}): sim {sim_ms:.2f} ms/eval, numpy fp32 "
-            f"{base_ms:.2f} ms -> ratio {result['ratio']:.2f} (bar <= 1.3; ratio of minima "
+            f"(BLAS threads: {result['blas_threads']}, sim path: {result['sim_path']}): "
+            f"sim {sim_ms:.2f} ms/eval, numpy fp32 "
+            f"{base_ms:.2f} ms -> ratio {result['ratio']:.2f} (bar <= 1.1; ratio of minima "
             f"{result['ratio_of_minima']:.2f}); sim {result['sim_gflops']} GFLOPS"
         )
 

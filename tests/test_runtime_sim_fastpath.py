@@ -38,7 +38,10 @@ pytestmark = pytest.mark.skipif(
     not fastpath.fast_available()[0], reason="the fast path needs numba (the 'fast' extra)"
 )
 
-CHIP = dataclasses.replace(runtime.get_chip("m4"), multi_input_allowed=True)
+# the mask honoured, so scaled_dot_product_attention runs its mask path too
+CHIP = dataclasses.replace(
+    runtime.get_chip("m4"), multi_input_allowed=True, sdpa_ignores_mask=False
+)
 RNG = np.random.default_rng(17)
 # fp16 edge values: subnormals, the smallest normal, the largest finite, ties, inf, NaN, -0
 EDGES16 = np.array(

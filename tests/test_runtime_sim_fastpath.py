@@ -200,7 +200,11 @@ def _conv(b, xs, dt, op_type):
 @case("scaled_dot_product_attention", shapes=[(1, 2, 5, 4), (1, 2, 5, 4), (1, 1, 5, 5)])
 def _sdpa(b, xs, dt, op_type):
     q, k, m = xs
-    return [b.scaled_dot_product_attention(q, k, k, m)], {}
+    causal = b.const(np.tril(np.ones((1, 1, 5, 5), bool)))
+    return [
+        b.scaled_dot_product_attention(q, k, k, m),
+        b.scaled_dot_product_attention(q, k, k, causal),
+    ], {}
 
 
 @case("cast", "quantize", "dequantize", "constexpr_affine_dequantize", shapes=[(1, 6, 5, 8)])

@@ -61,6 +61,7 @@ class PlanContext:
         self._scratch: dict[tuple[str, np.dtype], np.ndarray] = {}
         self._slots: dict[str, tuple[Var, tuple[slice, ...]]] = {}
         self._buffers: dict[str, np.ndarray] = {}
+        self._targets: set[str] = set()  # concat outputs that others are computed into
         self.pool: BufferPool | None = None  # buffer reuse, set up by build_plan
 
     def slots(self) -> dict[str, Var]:
@@ -107,13 +108,15 @@ class PlanContext:
 
     # ---- buffers --------------------------------------------------------------------------
 
-    def alloc(self, var: Var) -> np.ndarray:
+    def alloc(self, var: Var, *, reuse: bool = True) -> np.ndarray:
         """The C-contiguous buffer a step writes ``var`` into: its own, or its slice of a
-        concat's buffer (:meth:`alias_into`)."""
+        concat's buffer (:meth:`alias_into`). ``reuse=False``: never a pooled buffer (a value
+        computed now, at compile time, which a dead value's step must not overwrite later)."""
         buf = self._buffers.get(var.name)
         if buf is None:
             slot = self._slots.get(var.name)
-            if slot is None and self.pool is not None:
+            reuse = reuse and var.name not in self._targets  # a target may hold constants
+            if slot is None and self.pool is not None and reuse:
                 buf = self.pool.take(var.name, var.shape, storage_dtype(var.dtype))
             elif slot is None:
                 buf = np.zeros(var.shape, storage_dtype(var.dtype))
@@ -130,6 +133,7 @@ class PlanContext:
         """Allocate ``var`` (not yet planned) as ``target[index]`` (a C-contiguous slice of
         ``var``'s size), reshaped to ``var``'s shape."""
         self._slots[var.name] = (target, index)
+        self._targets.add(target.name)
 
     def has_slot(self, var: Var) -> bool:
         return var.name in self._slots
@@ -196,7 +200,8 @@ class PlanContext:
         of its fixed destination once instead of on every eval. ``fused``: the step already
         writes the rounded fp16 result (a fast-path kernel that rounds in the same pass)."""
         var = op.outputs[0]
-        out = self.alloc(var)
+        folded = all(self.is_const(a) for a in op.inputs.values())
+        out = self.alloc(var, reuse=not folded)
         if var.dtype is FP16 and not (exact or fused):
             if self.fast is not None:  # compute into out, then one rounding pass in place
                 inner, rounder = bind(out), self.fast.rounder(out)
@@ -217,7 +222,7 @@ class PlanContext:
 
         else:
             step = bind(out)
-        if all(self.is_const(a) for a in op.inputs.values()):
+        if folded:
             with np.errstate(all="ignore"):
                 step()
             out.flags.writeable = False

@@ -218,3 +218,46 @@ def test_every_kernel_evaluation_goes_through_the_call_helper(monkeypatch) -> No
         assert phases["kernels"] > 0 and phases["io"] > 0
     finally:
         pipe.close()
+
+
+def test_per_call_weights_match_prestaged_surfaces_bit_for_bit() -> None:
+    """prestage=False (no surface per layer; each call writes its layer's weights) computes
+    exactly what the prestaged surfaces do, across an update and a restage."""
+    seq = np.random.default_rng(2).integers(0, CFG.vocab_size, CFG.seq_len + 1)
+    results = []
+    for prestage in (True, False):
+        params = init_params(CFG, seed=4)
+        pipe = DynamicPipeline(CFG, backend="sim", prestage=prestage)
+        assert pipe.prestage is prestage
+        surfaces = {id(s) for bound in pipe.k.values() for s in bound.inputs}
+        assert len(surfaces) == (10 if not prestage else 10 + 8 * (CFG.n_layers - 1))
+        out = []
+        for _ in range(2):
+            grads = params.zeros_like()
+            pipe.stage_weights(params)
+            out.append(pipe.forward_backward(params, grads, seq[:-1], seq[1:], 256.0, 1 / 256))
+            pipe.wait()
+            out.append(grads.flat.copy())
+            params.flat -= 1e-2 * np.sign(grads.flat)  # an update, then restage
+        pipe.close()
+        results.append(out)
+    for a, b in zip(*results, strict=True):
+        if isinstance(a, float):
+            assert a == b
+        else:
+            assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_large_models_do_not_keep_a_weight_surface_per_layer() -> None:
+    from anetrain.kernels.dynamic import Dims, build_kernels
+    from anetrain.model.config import preset
+    from anetrain.train.pipeline import PRESTAGE_MAX_BYTES
+
+    def layer_surface_bytes(name: str) -> int:
+        cfg = preset(name)
+        specs = build_kernels(Dims.from_config(cfg)).values()
+        return cfg.n_layers * sum(4 * int(np.prod(s.in_shape)) for s in specs if s.weights)
+
+    assert (
+        layer_surface_bytes("stories15m") <= PRESTAGE_MAX_BYTES < layer_surface_bytes("stories110m")
+    )

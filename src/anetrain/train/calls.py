@@ -10,9 +10,11 @@ work as ``io`` and the evaluation as ``kernels``:
     wo(layer, attn=out.tap("attn"))         # another kernel's output: a surface-to-surface copy
 
 Weight regions are written by :meth:`BoundKernel.stage`, from the parameter each region
-declares. A static pipeline (weights baked as BLOBFILE constants) binds with
-``own_outputs=True``, so every layer keeps its forward taps in its own output surface for the
-backward kernels to copy from.
+declares; with ``prestage=False`` there is no surface per layer and each call writes its
+layer's weights (from the parameters last staged, as they are at the call) into the kernel's
+own input surface instead: a fraction of the memory for large models. A static pipeline
+(weights baked as BLOBFILE constants) binds with ``own_outputs=True``, so every layer keeps its
+forward taps in its own output surface for the backward kernels to copy from.
 """
 
 from __future__ import annotations
@@ -96,9 +98,14 @@ class BoundKernel:
         bindings: int = 0,
         *,
         own_outputs: bool = False,
+        prestage: bool = True,
     ) -> None:
         self.spec, self.kernel, self.timer = spec, kernel, timer
-        if bindings == 0:
+        # prestage=False: no surface per layer; each call writes that layer's weights into the
+        # kernel's own input first (less memory, one weight write per call instead of per stage)
+        self._params: Params | None = None
+        self.per_call = bindings > 0 and not prestage and not own_outputs
+        if bindings == 0 or self.per_call:
             self.inputs, self.requests = [kernel.input], [kernel.request()]
         else:
             self.inputs = [kernel.new_surface() for _ in range(bindings)]
@@ -111,7 +118,11 @@ class BoundKernel:
 
     def __call__(self, binding: int = 0, /, **inputs: np.ndarray | Tap) -> Outputs:
         """Write ``inputs`` (arrays, or taps to copy) into ``binding``'s regions, evaluate."""
-        surface, request = self.inputs[binding], self.requests[binding]
+        if self.per_call:
+            surface, request = self.inputs[0], self.requests[0]
+            self._write_weights(surface, binding)
+        else:
+            surface, request = self.inputs[binding], self.requests[binding]
         with self.timer("io"):
             for name, value in inputs.items():
                 dst = self.spec.input_region(name)
@@ -136,9 +147,22 @@ class BoundKernel:
         return Outputs(self.spec, request.outputs[0], self.timer)
 
     def stage(self, params: Params) -> None:
-        """Write every binding's weight regions from ``params`` (layer = binding index)."""
+        """Write every binding's weight regions from ``params`` (layer = binding index); with
+        per-call weights, remember ``params`` for the calls to write from."""
+        if self.per_call:
+            self._params = params
+            return
+        for layer, surface in enumerate(self.inputs):
+            self._write_weights(surface, layer, params)
+
+    def _write_weights(
+        self, surface: runtime.Surface, layer: int, params: Params | None = None
+    ) -> None:
+        if params is None:
+            params = self._params
+        if params is None:
+            raise RuntimeError(f"kernel {self.spec.name!r}: weights were never staged")
         with self.timer("io"):
-            for layer, surface in enumerate(self.inputs):
-                for w in self.spec.weights.values():
-                    data = w.layout(params[w.param][layer])
-                    surface.write_block(data, w.region.ch, w.region.col)
+            for w in self.spec.weights.values():
+                data = w.layout(params[w.param][layer])
+                surface.write_block(data, w.region.ch, w.region.col)

@@ -14,6 +14,7 @@ Activations are channel-first ``[C, S]`` (the surface layout); weights are ``[ou
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +42,8 @@ from anetrain.runfolder import PHASES
 from anetrain.train.calls import BoundKernel, PhaseTimer, Tap
 
 FORWARD_KERNELS = ("sdpa_fwd", "wo_fwd", "ffn_fused")
+# Per-layer weight surfaces above this size are not kept (stories15m: 72 MB, 110m: 815 MB).
+PRESTAGE_MAX_BYTES = 256 << 20
 
 
 class WeightsNotStaged(AnetrainError, RuntimeError):
@@ -101,7 +104,10 @@ class DynamicPipeline:
         used_ids: np.ndarray | None = None,
         overlap_blas: bool = True,
         forward_only: bool = False,
+        prestage: bool | None = None,
     ) -> None:
+        """``prestage``: keep one input surface per layer and kernel with the weights staged
+        in it (None: when those surfaces take at most ``PRESTAGE_MAX_BYTES``)."""
         be = backend if isinstance(backend, runtime.Backend) else runtime.get_backend(backend, chip)
         self.backend = be
         self.config = config
@@ -120,10 +126,20 @@ class DynamicPipeline:
             for name, spec in self.specs.items()
         }
         self.compile_s = time.perf_counter() - start
-        # weight-bearing kernels get one input surface per layer; the others use their own
+        # weight-bearing kernels get one input surface per layer (staged once per update), the
+        # others use their own; unless those surfaces would be large: then each call writes its
+        # layer's weights into the kernel's own input surface
+        layer_bytes = sum(4 * math.prod(s.in_shape) for s in self.specs.values() if s.weights)
+        if prestage is None:
+            prestage = config.n_layers * layer_bytes <= PRESTAGE_MAX_BYTES
+        self.prestage = prestage
         self.k = {
             name: BoundKernel(
-                spec, self.kernels[name], self.timer, config.n_layers * bool(spec.weights)
+                spec,
+                self.kernels[name],
+                self.timer,
+                config.n_layers * bool(spec.weights),
+                prestage=prestage,
             )
             for name, spec in self.specs.items()
         }
@@ -205,6 +221,20 @@ class DynamicPipeline:
             np.matmul(a[:h], b, out=out[:h])
         fut.result()
         return out
+
+    def _crossentropy(
+        self, logits: np.ndarray, targets: np.ndarray, dloss: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`crossentropy_inplace` with its rows split over the two threads (every row is
+        computed on its own, so the result is the same to the bit)."""
+        rows = logits.shape[0]
+        if self._split is None or logits.size < 1 << 20:
+            return crossentropy_inplace(logits, targets, dloss)
+        h = rows // 2
+        fut = self._split.submit(crossentropy_inplace, logits[h:], targets[h:], dloss)
+        top, _ = crossentropy_inplace(logits[:h], targets[:h], dloss)
+        bottom, _ = fut.result()
+        return np.concatenate([top, bottom]), logits
 
     def _defer(self, fn: Callable[[], None]) -> None:
         if self._pool is None:
@@ -295,7 +325,7 @@ class DynamicPipeline:
             xf_t = xf.T  # [S,D]
             logits = self._matmul(xf_t, cembed.T)  # [S,CV]
             ct = self.vocab.compact(np.asarray(targets, dtype=np.int64))
-            losses, dlogits = crossentropy_inplace(logits, ct, loss_scale / S)  # [S], [S,CV]
+            losses, dlogits = self._crossentropy(logits, ct, loss_scale / S)  # [S], [S,CV]
             dxf = self._matmul(dlogits, cembed).T  # [D,S]
             gembed = grads.classifier
 

@@ -120,3 +120,14 @@ def test_adamw_fused_path_is_bit_identical_and_clips_inside_the_step() -> None:
         assert np.array_equal(ours.view(np.uint32), w3.view(np.uint32))
     assert np.array_equal(fused.m.view(np.uint32), reference.m.view(np.uint32))
     assert np.array_equal(fused.v.view(np.uint32), reference.v.view(np.uint32))
+
+
+def test_all_finite_checks_every_chunk() -> None:
+    from anetrain.train.optim import all_finite
+
+    x = np.zeros(10_000, np.float32)
+    assert all_finite(x, chunk=999)
+    for bad in (np.inf, -np.inf, np.nan):
+        y = x.copy()
+        y[-1] = bad
+        assert not all_finite(y, chunk=999)

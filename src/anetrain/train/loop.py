@@ -44,7 +44,7 @@ from anetrain.train.checkpoint import (
     save_checkpoint,
 )
 from anetrain.train.distributed import SingleProcess
-from anetrain.train.optim import AdamW, AdamWConfig, clip_factor, global_norm
+from anetrain.train.optim import AdamW, AdamWConfig, all_finite, clip_factor, global_norm
 from anetrain.train.pipeline import DynamicPipeline, used_token_ids
 from anetrain.train.scaler import LossScaler
 from anetrain.train.schedule import CosineSchedule
@@ -321,13 +321,13 @@ class Trainer:
         loss, stops = self.world.reduce_step(self.grads.flat, (loss, asked))
         loss /= windows
         self.stopping = stops > 0
-        finite = math.isfinite(loss) and bool(np.isfinite(self.grads.flat).all())
+        finite = math.isfinite(loss) and all_finite(self.grads.flat)
         norm = global_norm(self.grads.flat) if finite else math.inf
         apply = self.scaler.update(finite)
         if apply:  # gradient clipping happens inside the AdamW pass
             clip = clip_factor(norm, cfg.clip)
             self.adam.step(self.params.flat, self.grads.flat, lr, grad_scale=clip)
-            if not np.isfinite(self.params.flat).all():
+            if not all_finite(self.params.flat):
                 raise TrainError(
                     f"step {self.step + 1} made the weights non-finite (lr {lr:.3g}); nothing "
                     f"was saved, {self.out / CKPT_LAST} holds the last good checkpoint: lower --lr "

@@ -302,3 +302,26 @@ def test_conv_chain_benchmark_runs() -> None:
     )
     result = json.loads(out.stdout)
     assert result["depth"] == 3 and result["ratio"] > 0
+
+
+def test_sim_default_surfaces_keep_their_values_across_other_requests() -> None:
+    """The sim's own input/output surfaces hold its plan's buffers; requests with other surfaces
+    must still leave them as they were (as the hardware's separate IOSurfaces would)."""
+    from anetrain.runtime.testing import conv_program
+
+    w = np.eye(4, dtype=np.float32) * 3
+    k = runtime.compile(*conv_program(w, 8), backend="sim")
+    a = np.full((4, 8), 0.5, np.float32)
+    b = np.full((4, 8), 2.0, np.float32)
+    k.input.write(a)
+    k.eval()
+    other_in, other_out = k.new_surface(), k.new_surface(k.output_specs[0])
+    other_in.write(b)
+    for _ in range(2):
+        k.request(other_in, outputs=[other_out]).eval()
+        assert np.array_equal(other_out.read(), 3 * b)
+        assert np.array_equal(k.input.read(), a) and np.array_equal(k.output.read(), 3 * a)
+        k.request(other_in).eval()  # other input, the kernel's own output
+        assert np.array_equal(k.output.read(), 3 * b) and np.array_equal(k.input.read(), a)
+        k.eval()
+        assert np.array_equal(k.output.read(), 3 * a)

@@ -33,6 +33,16 @@ class SimKernel(Kernel):
             surface if owned else None
             for surface, owned in zip(self.outputs, plan.owned_outputs, strict=True)
         ]
+        # The default input surfaces hold the plan's input buffers too, so evaluating on them
+        # copies nothing in. A request with other input surfaces first moves a default
+        # surface's values aside (its storage then is a copy), and the next eval on the
+        # default surface moves them back: one copy per switch, none in a run of either.
+        self.inputs = tuple(
+            self._allocate_surface(spec, storage=buf)
+            for spec, buf in zip(self.input_specs, plan.inputs, strict=True)
+        )
+        self._home = [True] * len(self.inputs)  # default input i holds plan.inputs[i]
+        self._aside: list[np.ndarray | None] = [None] * len(self.inputs)
 
     def _allocate_surface(self, spec: TensorSpec, storage: np.ndarray | None = None) -> Surface:
         """Value-stored surfaces: no fp16 encode/decode per eval (see :class:`ValueSurface`);
@@ -55,7 +65,22 @@ class SimKernel(Kernel):
                 "(e.g. along the spatial axis) and slice them apart in the program"
             )
         plan = self.plan
-        for surface, buf in zip(request.inputs, plan.inputs, strict=True):
+        for i, (surface, buf) in enumerate(zip(request.inputs, plan.inputs, strict=True)):
+            own = self.inputs[i]
+            rows = buf.reshape(own.channels, own.spatial)
+            if surface is own:
+                if not self._home[i]:  # its values were moved aside: bring them back
+                    np.copyto(rows, own.values)
+                    own.rebind(rows)
+                    self._home[i] = True
+                continue
+            if self._home[i]:  # the plan buffer is about to be overwritten: move aside
+                aside = self._aside[i]
+                if aside is None:
+                    aside = self._aside[i] = np.empty_like(rows)
+                np.copyto(aside, rows)
+                own.rebind(aside)
+                self._home[i] = False
             with surface.locked(read_only=True):
                 dst = buf.reshape(surface.channels, surface.spatial)
                 if isinstance(surface, ValueSurface):

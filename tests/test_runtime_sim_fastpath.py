@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from anetrain import runtime
 from anetrain.mil import FP16, FP32, Builder, DType, Function, Var
-from anetrain.model.config import ModelConfig
 from anetrain.model.params import init_params
 from anetrain.runtime.errors import UnsupportedOpError, WeightsError
 from anetrain.runtime.sim import SimBackend
@@ -33,6 +32,7 @@ from anetrain.runtime.surface import ValueSurface
 from anetrain.runtime.testing import Weights
 from anetrain.train.pipeline import DynamicPipeline
 from mil_strategies import BuiltProgram, float_arrays, programs
+from test_train_pipeline import CFG  # the small GQA model the pipeline tests train
 
 pytestmark = pytest.mark.skipif(
     not fastpath.fast_available()[0], reason="the fast path needs numba (the 'fast' extra)"
@@ -264,17 +264,6 @@ def test_random_programs_are_bit_identical(data: st.DataObject) -> None:
 
 
 # ---- the training step ----------------------------------------------------------------------
-
-CFG = ModelConfig(
-    dim=32,
-    n_layers=2,
-    n_heads=4,
-    n_kv_heads=2,
-    hidden_dim=64,
-    vocab_size=64,
-    seq_len=16,
-    residual_scaling=True,
-)
 
 
 def _step(fast: bool, dtype: DType) -> tuple[float, np.ndarray]:

@@ -110,8 +110,8 @@ def test_weights_made_non_finite_are_never_saved(tmp_path: Path, data: TokenFile
     trainer = Trainer(MODEL, data, cfg(steps=6), out, resume=True)
     real_step = trainer.adam.step
 
-    def exploding(params, grads, lr):  # type: ignore[no-untyped-def]
-        real_step(params, grads, lr)
+    def exploding(params, grads, lr, grad_scale=1.0):  # type: ignore[no-untyped-def]
+        real_step(params, grads, lr, grad_scale)
         params[7] = np.inf
 
     trainer.adam.step = exploding  # type: ignore[method-assign]

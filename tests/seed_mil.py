@@ -1,4 +1,5 @@
-"""Verbatim MIL texts from the original project (seed-inventory.md §3), shared by tests."""
+"""Verbatim MIL texts written by the maderix/ANE generators (inmem_bench.m, training/stories_mil.h,
+training/training_dynamic/mil_dynamic.h, ane_int8_bench.m), shared by tests as data."""
 
 HEADER = (
     "program(1.3)\n"
@@ -54,7 +55,7 @@ SEED_EXAMPLE_B = """\
     } -> (out);
 """
 
-# §3.6 with C = 64 and two layers: W_i at offset 64 + i * (64 + C^2).
+# ane_int8_bench's W8A8 chain with C = 64 and two layers: W_i at offset 64 + i * (64 + C^2).
 SEED_INT8 = """\
     func main<ios18>(tensor<fp16, [1, 64, 64, 64]> x) {
         tensor<fp16, [64, 64, 1, 1]> W0 = constexpr_affine_dequantize()[axis = int32(0), name = string("W0"), quantized_data = tensor<int8, [64, 64, 1, 1]>(BLOBFILE(path = string("@model_path/weights/weight.bin"), offset = uint64(64))), scale = fp16(0x1p-3), zero_point = int8(0)];

@@ -226,7 +226,7 @@ def test_defaults_are_materialized_in_seed_order() -> None:
     assert int(c["conv_groups"]) == 1
     assert c["W"] == BlobRef("@model_path/weights/weight.bin", 64)
     conv = b.function.operations[-1]
-    # the order inmem_bench prints (seed §3.2)
+    # the order maderix/ANE inmem_bench.m prints
     assert list(conv.inputs) == ["dilations", "groups", "pad", "pad_type", "strides", "weight", "x"]
     s = b.softmax(y)
     assert int(consts(b)["softmax_axis"]) == -1

@@ -1,6 +1,7 @@
 """MIL text round trips: print(parse(print(p))) == print(p) for random programs in both dialects,
 re-targeting ios18 <-> ios16, float and string literal spelling, and the seed's verbatim texts
-(seed-inventory §3.1-§3.4, §3.6) parse and reproduce token for token.
+(maderix/ANE inmem_bench.m, gen_softmax_vocab, gen_dyn_matmul_mil,
+ane_int8_bench.m) parse and reproduce token for token.
 """
 
 from __future__ import annotations

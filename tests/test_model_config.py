@@ -23,9 +23,9 @@ from anetrain.model import (
 from anetrain.model.params import NO_DECAY, Params
 
 
-def test_presets_match_seed_inventory_param_counts() -> None:
-    # seed-inventory §5.1: Stories110M 109.53M, Qwen3-0.6B 596.04M (440.46M + 155.58M embed)
-    # without QK-norm; the real Qwen3-0.6B adds 28 layers x 2 x 128 q/k-norm weights.
+def test_presets_match_maderix_param_counts() -> None:
+    # maderix/ANE training/README.md: Stories110M 109.53M, Qwen3-0.6B 596.04M (440.46M + 155.58M
+    # embed) without QK-norm; the real Qwen3-0.6B adds 28 layers x 2 x 128 q/k-norm weights.
     assert round(preset("stories110m").n_params / 1e6, 2) == 109.53
     q = preset("qwen3-0.6b")
     assert q.n_params == 596_049_920 == q.replace(qk_norm=False).n_params + 28 * 2 * 128
@@ -154,7 +154,7 @@ def test_init_matches_scratch_init_scalings() -> None:
         "wv": 64**-0.5,
         "wo": a * 64**-0.5,  # 1/sqrt(QD) * alpha, QD = 64 here
         "w1": 128**-0.5,
-        "w2": a * 64**-0.5,  # 1/sqrt(D) * alpha (sic, seed §5.3)
+        "w2": a * 64**-0.5,  # 1/sqrt(D) * alpha (sic, maderix/ANE training_dynamic --scratch init)
         "w3": 128**-0.5,
     }
     for name, b in bounds.items():

@@ -151,7 +151,7 @@ def test_llama2c_refuses_what_run_c_hard_codes(tmp_path, field, value) -> None:
 
 
 def write_blzt(path, params: Params, m: Params, v: Params, version: int, step: int = 300) -> None:
-    """Test-only writer following maderix save_checkpoint (seed-inventory §5.7)."""
+    """Test-only writer following maderix/ANE save_checkpoint (training_dynamic/io.h, CkptHdr)."""
     c = params.config
     tail = (c.n_kv_heads, c.head_dim, c.qd) if version == 4 else (0, 0, 0)
     hdr = struct.pack(

@@ -35,7 +35,7 @@ CONFIGS = {
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_matches_torch_autograd(name: str) -> None:
-    torch.set_num_threads(1)  # never compete with OpenBLAS threads (feasibility.md §5)
+    torch.set_num_threads(1)  # never compete with OpenBLAS threads on a 2-core CI machine
     cfg = CONFIGS[name]
     rng = np.random.default_rng(3)
     p = Params(cfg, rng.normal(0, 0.3, cfg.n_params))

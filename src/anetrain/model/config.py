@@ -102,7 +102,8 @@ class ModelConfig:
 
     @property
     def res_alpha(self) -> float:
-        """Residual branch scale: 1/sqrt(2L) with residual_scaling, else 1.0 (seed §5.5)."""
+        """Residual branch scale: 1/sqrt(2L) with residual_scaling, else 1.0 (maderix/ANE
+        ``training/training_dynamic/train.m``, DeepNet residual scaling)."""
         return 1.0 / math.sqrt(2 * self.n_layers) if self.residual_scaling else 1.0
 
     @property

@@ -1,6 +1,6 @@
 """AdamW over the flat parameter buffer: one vector op per moment, no per-tensor loops.
 
-Decoupled weight decay as in the original dynamic trainer (seed-inventory §5.5):
+Decoupled weight decay as in maderix/ANE's dynamic trainer (``training/training_dynamic/train.m``):
 ``w -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * w)``, with norm weights exempt.
 """
 

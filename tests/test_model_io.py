@@ -221,3 +221,22 @@ def test_stories15m_shape_export_is_fast_enough(tmp_path) -> None:
     assert (tmp_path / "s.bin").stat().st_size == 28 + 4 * (cfg.n_params + 256 * 48)
     cfg2, p2 = import_llama2c(tmp_path / "s.bin")
     assert cfg2 == cfg and np.array_equal(p2.flat, p.flat)
+
+
+def test_headers_describing_huge_models_are_refused_before_allocating(tmp_path) -> None:
+    """A 128-byte file whose header claims 2^30-wide layers is a size error, not a NumPy
+    ValueError/MemoryError from allocating the model it describes."""
+    llama = tmp_path / "huge_llama.bin"
+    llama.write_bytes(struct.pack("<7i", 2**30, 2**30, 1000, 2, 2, 512, 32) + bytes(100))
+    with pytest.raises(ModelFileError, match="too short"):
+        import_llama2c(llama)
+    p = random_params(CFG, 0)
+    f = tmp_path / "c.bin"
+    write_blzt(f, p, p, p, 4)
+    data = bytearray(f.read_bytes())
+    struct.pack_into("<i", data, 24, 2**30)  # dim
+    struct.pack_into("<i", data, 28, 2**30)  # hidden_dim
+    struct.pack_into("<i", data, 92, 2**30)  # q_dim = n_heads * head_dim
+    (tmp_path / "huge.bin").write_bytes(bytes(data[:200]))
+    with pytest.raises(ModelFileError):
+        import_original_checkpoint(tmp_path / "huge.bin")

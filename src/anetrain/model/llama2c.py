@@ -16,6 +16,7 @@ so the exporter refuses any other value rather than write a file that computes s
 
 from __future__ import annotations
 
+import math
 import struct
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from anetrain.model._io import ModelFileError, Reader, write_atomic
 from anetrain.model.config import ConfigError, ModelConfig
-from anetrain.model.params import Params
+from anetrain.model.params import Params, param_shapes
 from anetrain.model.reference import rope_tables
 
 MAGIC_V1 = 0x616B3432  # "ak42"
@@ -119,12 +120,12 @@ def import_llama2c(path: str | Path) -> tuple[ModelConfig, Params]:
         raise ModelFileError(f"{r.path}: llama2.c header {ints} is invalid: {e}") from e
     if rope_floats is None:
         rope_floats = seq_len * cfg.head_dim  # freq_cis_real + freq_cis_imag
-    params = Params(cfg)
-    body = params.flat.size + rope_floats
-    r.expect_end(
-        r.pos + 4 * body,
-        f"llama2.c v{version}, {ints}: {params.flat.size} weights + {rope_floats} RoPE floats",
+    n_weights = sum(math.prod(s) for s in param_shapes(cfg).values())  # exact, no int64 wrap
+    r.expect_end(  # before allocating: a header may describe a model no machine can hold
+        r.pos + 4 * (n_weights + rope_floats),
+        f"llama2.c v{version}, {ints}: {n_weights} weights + {rope_floats} RoPE floats",
     )
+    params = Params(cfg)
     for name in order:
         t = params[name]
         t[...] = r.f32(t.size, name).reshape(t.shape)

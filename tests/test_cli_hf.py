@@ -125,3 +125,47 @@ def test_init_reads_every_format_through_the_one_loader(tmp_path: Path, capsys) 
     assert json.loads((run2 / "config.json").read_text())["init"]["format"] == "anetrain"
     one_line_error(capsys, "drop --model", "train", "--init", run1, "--model", "tiny")
     one_line_error(capsys, "--resume", "train", "--init", run1, "--resume", "--out", run2)
+
+
+def _safetensors(path: Path, header: object, data: bytes = b"\0" * 64) -> None:
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        [1, 2, 3],  # not an object
+        {"model.norm.weight": "F32"},  # entry not an object
+        {"model.norm.weight": {"dtype": "F32", "shape": [2]}},  # no data_offsets
+        {"model.norm.weight": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}},
+        {"model.norm.weight": {"dtype": "F32", "shape": "2", "data_offsets": [0, 8]}},
+        {"model.norm.weight": {"dtype": "F32", "shape": [2], "data_offsets": [8, 0]}},
+    ],
+    ids=["list", "entry-str", "no-offsets", "negative", "shape-str", "reversed"],
+)
+def test_corrupt_safetensors_header_gets_one_line(tmp_path: Path, capsys, header) -> None:
+    folder, _, _ = save_folder(tmp_path / "hf", "qwen3")
+    _safetensors(folder / "model.safetensors", header)
+    one_line_error(capsys, "corrupt safetensors header", "generate", "--ckpt", folder)
+
+
+def test_broken_config_json_is_named_not_taken_for_a_run_folder(tmp_path: Path, capsys) -> None:
+    """A folder with Hugging Face weights but a broken or missing config.json: the error names
+    config.json, not a run folder's missing checkpoints."""
+    folder, _, _ = save_folder(tmp_path / "hf", "llama")
+    (folder / "config.json").write_text("{not json")
+    one_line_error(capsys, "config.json: unreadable JSON", "generate", "--ckpt", folder)
+    (folder / "config.json").write_text("[1, 2]")
+    one_line_error(capsys, "config.json: expected a JSON object", "train", "--init", folder)
+    (folder / "config.json").unlink()
+    one_line_error(capsys, "missing config.json", "export", "hf", folder, "--out", tmp_path / "o")
+
+
+def test_tokenizer_hub_id_is_refused_as_such(tmp_path: Path, capsys) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("hello\n")
+    args = ("--tokenizer", "Qwen/Qwen3-0.6B")
+    one_line_error(capsys, "hub id", "data", "prepare", text, *args, "--out", tmp_path / "t.bin")
+    folder, _, _ = save_folder(tmp_path / "hf", "qwen3")
+    one_line_error(capsys, "hub id", "generate", "--ckpt", folder, *args)

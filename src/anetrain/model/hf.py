@@ -337,23 +337,40 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
             header = json.loads(fh.read(n))
         except ValueError as err:
             raise HFModelError(f"{path}: corrupt safetensors header ({err})") from None
+    if not isinstance(header, dict):
+        raise HFModelError(f"{path}: corrupt safetensors header (not a JSON object)")
     data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if size > 8 + n else None
     out = {}
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        dtype = _DTYPES.get(info.get("dtype"))
-        if dtype is None:
-            raise HFModelError(
-                f"{path}: tensor {key} has unsupported dtype = {json.dumps(info.get('dtype'))} "
-                "(F32, F16 and BF16 are read)"
-            )
-        lo, hi = info["data_offsets"]
-        shape = tuple(info["shape"])
+        dtype, shape, (lo, hi) = _tensor_entry(path, key, info)
         if hi - lo != dtype.itemsize * math.prod(shape) or data is None or hi > data.size:
             raise HFModelError(f"{path}: tensor {key} lies outside the file (truncated?)")
         out[key] = data[lo:hi].view(dtype).reshape(shape)
     return out
+
+
+def _tensor_entry(path: Path, key: str, info: Any) -> tuple[np.dtype, tuple[int, ...], list[int]]:
+    """A header entry's dtype, shape and ``[begin, end)`` offsets, checked for type and sign."""
+    dtype = _DTYPES.get(info.get("dtype")) if isinstance(info, dict) else None
+    if isinstance(info, dict) and dtype is None:
+        raise HFModelError(
+            f"{path}: tensor {key} has unsupported dtype = {json.dumps(info.get('dtype'))} "
+            "(F32, F16 and BF16 are read)"
+        )
+    shape, offsets = (info.get("shape"), info.get("data_offsets")) if dtype else (None, None)
+
+    def ints(v: Any, n: int | None = None) -> bool:
+        ok = isinstance(v, list) and all(type(i) is int and i >= 0 for i in v)
+        return ok and (n is None or len(v) == n)
+
+    if dtype is None or not ints(shape) or not ints(offsets, 2) or offsets[1] < offsets[0]:
+        raise HFModelError(
+            f"{path}: corrupt safetensors header entry for tensor {key} (expected dtype, shape "
+            "and data_offsets [begin, end] of non-negative integers)"
+        )
+    return dtype, tuple(shape), offsets
 
 
 # --- export ------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from anetrain.data.paths import default_cache_dir
 from anetrain.data.stories import DEFAULT_SEED, generate_stories, iter_stories
 from anetrain.data.tokenizer import Tokenizer
 from anetrain.data.tokens import TokenWriter
+from anetrain.model.hf import looks_like_hub_id
 
 CORPUS_VERSION = 1
 DEFAULT_STORIES = 8000
@@ -59,6 +60,12 @@ def load_tokenizer(
     ``tokenizer.json`` (through the ``tokenizers`` library)."""
     if is_hf_tokenizer_spec(spec):
         return HFTokenizer.from_path(spec)
+    if looks_like_hub_id(str(spec)):
+        raise TokenizerError(
+            f"{spec}: no such local tokenizer; this looks like a Hugging Face hub id, but "
+            "anetrain never downloads: fetch the model folder first and pass it (or its "
+            "tokenizer.json)"
+        )
     if str(spec) == "builtin":
         return Tokenizer.from_file(builtin_tokenizer_path(), vocab_size)
     return Tokenizer.from_file(spec, vocab_size)

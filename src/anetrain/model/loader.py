@@ -21,6 +21,8 @@ from typing import Any, Literal
 from anetrain.model._io import ModelFileError
 from anetrain.model.checkpoint import CheckpointError, load_checkpoint
 from anetrain.model.config import ModelConfig
+from anetrain.model.hf import INDEX as HF_INDEX
+from anetrain.model.hf import WEIGHTS as HF_WEIGHTS
 from anetrain.model.hf import import_hf, is_hf_folder, looks_like_hub_id
 from anetrain.model.llama2c import MAGIC_V1, import_llama2c
 from anetrain.model.original import MAGIC as BLZT
@@ -60,7 +62,10 @@ class LoadedModel:
 def detect_format(path: Path) -> ModelFormat:
     """The format of a file or folder (see the module docstring); raises for a missing path."""
     if path.is_dir():
-        return "hf" if is_hf_folder(path) else "anetrain"
+        # Hugging Face weights mark the folder even when its config.json is missing or broken,
+        # so the import names that file instead of asking for a run's checkpoints.
+        hf_weights = (path / HF_WEIGHTS).is_file() or (path / HF_INDEX).is_file()
+        return "hf" if hf_weights or is_hf_folder(path) else "anetrain"
     if path.suffix == ".safetensors":
         return "anetrain"
     head = _head(path, 9)

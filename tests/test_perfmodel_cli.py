@@ -156,3 +156,21 @@ def test_mil_check_lists_registry_findings_like_a_linter(
     assert "0 error(s), 4 warning(s)" in err
     assert main(["mil", "check", str(path), "--chip", "m4", "--os", "13"]) == 1
     assert "no chip profiles for macOS '13'" in capsys.readouterr().err
+
+
+def test_fit_names_an_unknown_chip_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _bench(tmp_path, "ours.json")
+    out = str(tmp_path / "p.json")
+    capsys.readouterr()
+    ours = str(tmp_path / "ours.json")
+    assert main(["perfmodel", "fit", ours, "--chip", "m9", "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ours.json: unknown chip 'm9'" in err, err
+    alien = tmp_path / "alien.json"
+    alien.write_text(json.dumps({"system": {"chip": "Apple Z9"}, "benchmarks": {}}))
+    assert main(["perfmodel", "fit", str(alien), "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "alien.json: unknown chip 'z9'" in err and "--chip" in err
+    assert not Path(out).exists()

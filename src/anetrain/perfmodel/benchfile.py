@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from anetrain.hardware.chips import get_chip, normalize_name
+from anetrain.hardware.errors import UnknownChipError
 from anetrain.perfmodel.params import PerfModelError
 from anetrain.perfmodel.reference import RefRow, chain, int8_chain, single
 
@@ -44,7 +45,12 @@ def rows_from_bench(doc: dict[str, Any], source: str, chip: str | None = None) -
     """Every timed row of one bench document, on ``chip`` (default: the document's)."""
     if not isinstance(doc.get("benchmarks"), dict):
         raise PerfModelError(f"{source}: not a bench JSON file (no 'benchmarks' section)")
-    chip = normalize_name(chip) if chip else chip_of(doc)
+    try:
+        chip = normalize_name(chip) if chip else chip_of(doc)
+        get_chip(chip)  # --chip, too, must name a known chip
+    except UnknownChipError as err:
+        hint = "" if chip else " (pass --chip to name the chip it was measured on)"
+        raise UnknownChipError(f"{source}: {err}{hint}") from None
     out: list[RefRow] = []
     bench = doc["benchmarks"]
     try:

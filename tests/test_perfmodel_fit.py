@@ -90,6 +90,24 @@ def test_no_implied_dram_bandwidth_above_the_chips(result: fitting.FitResult) ->
         assert p.dram_gbps <= p.memory_gbps
 
 
+def test_the_bandwidth_check_catches_weights_streamed_every_evaluation(
+    result: fitting.FitResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check above can fail: with no SRAM to keep weights on chip, every evaluation streams
+    them from DRAM, and the M5's and M3 Pro's measured peaks would need more bandwidth than
+    those SoCs have (the physically impossible mechanism this model replaced)."""
+    import dataclasses
+
+    from anetrain.perfmodel import report
+
+    real = report.get_chip
+    monkeypatch.setattr(
+        report, "get_chip", lambda name: dataclasses.replace(real(name), sram_bytes=1)
+    )
+    over = {c.row.chip for c in cross_chip(result) if c.dram_gbps_implied > c.memory_gbps}
+    assert over >= {"m5", "m3pro"}
+
+
 def test_every_parameter_at_a_bound_has_a_note(
     result: fitting.FitResult, folds: list[fitting.HeldOut]
 ) -> None:

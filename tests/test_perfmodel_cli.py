@@ -174,3 +174,17 @@ def test_fit_names_an_unknown_chip_in_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "alien.json: unknown chip 'z9'" in err and "--chip" in err
     assert not Path(out).exists()
+
+
+def test_a_profile_for_another_chip_is_refused_not_relabelled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An M4 Max profile carries the M4 Max's rated peak and bandwidth: '--chip m4' with it
+    would model an M4 Max labelled M4."""
+    profile = str(_profile(tmp_path))  # fitted for m4max
+    capsys.readouterr()
+    args = ["bench", "dispatch", "--backend", "sim", "--model-only", "--chip-profile", profile]
+    assert main([*args, "--chip", "m4"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fitted for m4max, but --chip is m4" in err, err
+    assert main([*args, "--chip", "M4 Max"]) == 0  # the same chip, spelled otherwise

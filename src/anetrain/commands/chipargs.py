@@ -28,8 +28,8 @@ def add_chip_options(p: argparse.ArgumentParser, chip_help: str) -> None:
         "--chip-profile",
         type=file_path,
         metavar="PROFILE.json",
-        help="performance-model parameters fitted by 'anetrain perfmodel fit' (for its chip, "
-        "or --chip's): modeled times use them",
+        help="performance-model parameters fitted by 'anetrain perfmodel fit' for one chip "
+        "(--chip, if given, must name that chip): modeled times use them",
     )
 
 
@@ -38,15 +38,20 @@ def resolve_chip(args: argparse.Namespace) -> ChipProfile | None:
     ``--chip-profile``'s parameters for it."""
     from dataclasses import replace
 
-    from anetrain.hardware.chips import get_chip
-    from anetrain.perfmodel.params import read_profile, use_profile
+    from anetrain.hardware.chips import get_chip, normalize_name
+    from anetrain.perfmodel.params import PerfModelError, read_profile, use_profile
 
     chip = getattr(args, "chip", None)
     path = getattr(args, "chip_profile", None)
     if path is not None:
         params = read_profile(path)
-        chip = chip or params.chip
-        profile = get_chip(chip, getattr(args, "macos", None))
+        profile = get_chip(chip or params.chip, getattr(args, "macos", None))
+        if params.chip and normalize_name(params.chip) != profile.name:
+            # its rated peak and memory bandwidth are that chip's: refuse rather than mislabel
+            raise PerfModelError(
+                f"{path} was fitted for {params.chip}, but --chip is {profile.name}; drop "
+                f"--chip (or pass --chip {params.chip}), or fit a profile on {profile.name}"
+            )
         use_profile(replace(params, chip=profile.name, sram_mib=profile.sram_bytes / (1 << 20)))
         return profile
     if chip is None and getattr(args, "macos", None) is None:

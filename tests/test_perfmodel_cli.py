@@ -188,3 +188,16 @@ def test_a_profile_for_another_chip_is_refused_not_relabelled(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fitted for m4max, but --chip is m4" in err, err
     assert main([*args, "--chip", "M4 Max"]) == 0  # the same chip, spelled otherwise
+
+
+@pytest.mark.parametrize("chip", ["m1", "m5"])
+def test_train_utilization_is_over_the_rated_fp16_peak(tmp_path: Path, chip: str) -> None:
+    """M1's rated 11 TOPS is an fp16 figure (not INT8 to halve) and the M5 has no rated TOPS in
+    its profile: utilization uses the perf model's rated fp16 peak, as the modeled times do."""
+    out = tmp_path / "run"
+    args = ["train", "--steps", "1", "--accum", "1", "--backend", "sim", "--chip", chip]
+    assert main([*args, "--sample-tokens", "0", "--no-progress", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    peak = get_params(chip).rated_fp16_tflops
+    assert s["chip_peak_fp16_tflops"] == peak == {"m1": 11.0, "m5": 19.0}[chip]
+    assert s["modeled_utilization_pct"] == pytest.approx(100 * s["modeled_kernel_tflops"] / peak)

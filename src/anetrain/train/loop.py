@@ -435,7 +435,8 @@ class Trainer:
         kernel_s = self.kernel_ms / 1e3
         chip = self.pipeline.backend.chip
         tflops = flops / kernel_s / 1e12 if kernel_s > 0 else math.nan
-        peak = (chip.rated_tops or math.nan) / 2  # rated figures are INT8 TOPS
+        # the perf model's rated fp16 peak: M1-M3 TOPS are fp16 figures, M4's INT8; M5 has none
+        peak = perfmodel.get_params(chip).rated_fp16_tflops
         modeled = self.modeled_ms_per_window()
         modeled_step = None if modeled is None else modeled * self.cfg.accum
         modeled_tflops = (

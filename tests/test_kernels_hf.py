@@ -28,8 +28,10 @@ TOL = {"fp32": (1e-4, 1e-4), "fp16": (2e-2, 1e-2)}  # (logits, gradients)
 
 
 def _hf_folder(tmp: Path, kind: str) -> Path:
-    over = {"tie_word_embeddings": False} if kind.endswith("-untied") else {}
-    name = kind.removesuffix("-untied")
+    over: dict[str, object] = {"tie_word_embeddings": False} if kind.endswith("-untied") else {}
+    if kind.endswith("-hd32"):  # head_dim != hidden / heads, as in the real Qwen3 (128 vs 64)
+        over = {"head_dim": 32, "rope_theta": 12345.0, "rms_norm_eps": 3e-6}
+    name = kind.removesuffix("-untied").removesuffix("-hd32")
     return save_folder(tmp / kind, name, max_position_embeddings=SEQ, **over)[0]
 
 
@@ -53,7 +55,11 @@ CASES = [
     for kind in ("llama", "qwen3")
     for origin in ("hf", "ours")
     for dt in ("fp32", "fp16")
-] + [pytest.param("llama-untied", "hf", dt, id=f"llama-untied-hf-{dt}") for dt in ("fp32", "fp16")]
+] + [
+    pytest.param(kind, "hf", dt, id=f"{kind}-hf-{dt}")
+    for kind in ("llama-untied", "qwen3-hd32")
+    for dt in ("fp32", "fp16")
+]
 
 
 @pytest.mark.parametrize(("kind", "origin", "dt"), CASES)
@@ -63,7 +69,8 @@ def test_kernels_equal_transformers(tmp_path: Path, kind: str, origin: str, dt: 
     model = transformers.AutoModelForCausalLM.from_pretrained(folder).double().eval()
     h = import_hf(folder)
     params, cfg = h.params, h.config
-    assert cfg.seq_len == SEQ and cfg.qk_norm == (kind == "qwen3")
+    assert cfg.seq_len == SEQ and cfg.qk_norm == kind.startswith("qwen3")
+    assert cfg.head_dim == (32 if kind.endswith("-hd32") else 16)
     assert cfg.tied_embeddings == (not kind.endswith("-untied"))
     seq = np.random.default_rng(2).integers(0, cfg.vocab_size, SEQ + 1)
     tokens, targets = seq[:-1], seq[1:]

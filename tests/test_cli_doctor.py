@@ -83,3 +83,20 @@ def test_doctor_os_selects_the_macos_profile(capsys: pytest.CaptureFixture[str])
     assert "macOS 15 profile" in out and "program(1.0, 1.3)" in out
     assert main(["doctor", "--chip", "m1", "--os", "12"]) == 1
     assert "no chip profiles for macOS '12'" in capsys.readouterr().err
+
+
+def test_doctor_shows_the_chip_of_its_chip_profile(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--chip-profile m3pro.json is a profile for the M3 Pro: doctor shows that chip's limits,
+    not the default M4's."""
+    from anetrain.perfmodel import get_params
+    from anetrain.perfmodel.params import clear_profiles, profile_document
+
+    path = tmp_path / "m3pro.json"
+    path.write_text(json.dumps(profile_document(get_params("m3pro"), {}, [])))
+    try:
+        assert main(["doctor", "--chip-profile", str(path)]) == 0
+    finally:
+        clear_profiles()
+    assert "chip         m3pro (Apple M3 Pro, macOS 26 profile; --chip)" in capsys.readouterr().out

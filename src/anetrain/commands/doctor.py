@@ -217,8 +217,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.selftest:
             return run_selftest(args)
-        resolve_chip(args)  # validates --os and installs --chip-profile
-        report = collect(args.chip, args.macos)
+        chosen = resolve_chip(args)  # validates --os; --chip-profile installs (and names) its chip
+        by_profile = chosen is not None and args.chip_profile is not None
+        report = collect(chosen.name if by_profile else args.chip, args.macos)
         if args.json:
             _emit_json(args.json, json.dumps(report, indent=2))
         else:

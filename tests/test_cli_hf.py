@@ -169,3 +169,12 @@ def test_tokenizer_hub_id_is_refused_as_such(tmp_path: Path, capsys) -> None:
     one_line_error(capsys, "hub id", "data", "prepare", text, *args, "--out", tmp_path / "t.bin")
     folder, _, _ = save_folder(tmp_path / "hf", "qwen3")
     one_line_error(capsys, "hub id", "generate", "--ckpt", folder, *args)
+
+
+def test_init_from_a_folder_needs_data_in_its_own_tokens(tmp_path: Path, capsys) -> None:
+    """Without --data, training would run on the built-in corpus, whose ids are the built-in
+    tokenizer's, not the model's tokenizer.json's: refused, naming the fix."""
+    folder, _, _ = save_folder(tmp_path / "hf", "qwen3")
+    runs = tmp_path / "run"
+    one_line_error(capsys, "--data t.bin", "train", "--init", folder, "--steps", "1", "--out", runs)
+    assert not runs.exists()

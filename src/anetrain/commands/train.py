@@ -178,6 +178,13 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     backend = _resolve_backend(args.backend)  # before the data: fail fast on a missing ANE
     resolve_chip(args)  # --chip/--os/--chip-profile checked (and the profile installed) early
     if args.data is None:
+        own = init.tokenizer if init is not None else None
+        if own not in (None, "builtin"):  # e.g. a Hugging Face folder's tokenizer.json
+            raise TrainError(
+                f"{args.init}: this model reads tokens of {own}, but the built-in corpus is in "
+                f"anetrain's built-in tokenizer's ids; prepare data with `anetrain data prepare "
+                f"TEXT --tokenizer {own} --out t.bin` and pass --data t.bin"
+            )
         data_path = builtin_dataset()
         tokenizer_spec = args.tokenizer or "builtin"
     else:

@@ -178,3 +178,29 @@ def test_init_from_a_folder_needs_data_in_its_own_tokens(tmp_path: Path, capsys)
     runs = tmp_path / "run"
     one_line_error(capsys, "--data t.bin", "train", "--init", folder, "--steps", "1", "--out", runs)
     assert not runs.exists()
+
+
+def test_generate_uses_the_folders_context_beyond_the_training_window(
+    tmp_path: Path, capsys
+) -> None:
+    """Imported for training with 256-token windows, a folder with a 512-token context still
+    generates past 256 tokens, greedily as transformers does."""
+    folder, model, tok = save_folder(tmp_path / "hf", "llama", max_position_embeddings=512)
+    assert load_model(folder).config.seq_len == 256
+    prompt = "Once upon a time"
+    code, out, err = run(
+        capsys, "generate", "--ckpt", folder, "--prompt", prompt, "--temperature", "0",
+        "--max-tokens", "300",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "300 tokens in" in err
+    ids, eos = tok.encode(prompt).ids, tok.token_to_id("</s>")
+    with torch.no_grad():
+        ref = model.generate(
+            torch.as_tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=300, do_sample=False, pad_token_id=0, eos_token_id=eos,
+        )[0].tolist()  # fmt: skip
+    from tokenizers.decoders import DecodeStream
+
+    stream = DecodeStream(skip_special_tokens=True)
+    assert out == "".join(stream.step(tok, i) or "" for i in ref) + "\n"

@@ -178,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
             f"--prompt encodes to token id {max(prompt)}, outside the model's vocab_size "
             f"{cfg.vocab_size}; use the tokenizer the model was trained with"
         )
+    # A Hugging Face model's context is its max_position_embeddings, not the training window
+    # it was imported with; the NumPy decoder sizes its KV cache to what this run needs.
+    context = int((model.hf_config or {}).get("max_position_embeddings") or 0)
+    if args.prefill == "numpy" and context > cfg.seq_len:
+        cfg = cfg.replace(seq_len=max(cfg.seq_len, min(context, len(prompt) + args.max_tokens)))
     if len(prompt) >= cfg.seq_len:
         raise GenerateError(
             f"--prompt is {len(prompt)} tokens (with BOS) but the model's seq_len is "

@@ -216,3 +216,22 @@ def test_sharded_and_bf16_folders_load(tmp_path: Path) -> None:
     ours, _, _ = forward(params, TOKENS[None], dtype=np.float64)
     ref = hf_logits(model, TOKENS)
     np.testing.assert_allclose(ours[0], ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen3"])
+def test_keys_config_json_omits_take_transformers_defaults(kind: str, tmp_path: Path) -> None:
+    """A config.json without head_dim / tie_word_embeddings means what transformers reads
+    into it: Qwen3Config's head_dim is 128 (not hidden/heads) and neither class ties."""
+    head_dim = 128 if kind == "qwen3" else 16  # LlamaConfig: hidden_size // heads
+    path, _, _ = save_folder(tmp_path / kind, kind, head_dim=head_dim, tie_word_embeddings=False)
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["head_dim"], cfg["tie_word_embeddings"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    model = transformers.AutoModelForCausalLM.from_pretrained(path).float().eval()
+    assert model.config.head_dim == head_dim and not model.config.tie_word_embeddings
+    h = import_hf(path)
+    assert h.config.head_dim == head_dim and not h.config.tied_embeddings
+    tokens = np.array([3, 17, 42, 99, 7])
+    ours, _, _ = forward(h.params, tokens[None], dtype=np.float64)
+    ref = hf_logits(model, tokens)
+    assert np.abs(ours[0] - ref).max() <= 1e-4 * np.abs(ref).max()

@@ -39,6 +39,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 # config.json's max_position_embeddings is the longest context; training windows are shorter.
 DEFAULT_SEQ_LEN = 256
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen3ForCausalLM": "qwen3"}
+# What transformers' LlamaConfig / Qwen3Config assume for a key config.json omits (None: derived,
+# head_dim = hidden_size // num_attention_heads, num_key_value_heads = num_attention_heads).
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llama": {"head_dim": None, "num_key_value_heads": None, "max_position_embeddings": 2048},
+    "qwen3": {"head_dim": 128, "num_key_value_heads": 32, "max_position_embeddings": 32768},
+}
 _LAYER_KEYS = {  # anetrain name -> key inside model.layers.{i}.
     "rms_att": "input_layernorm.weight",
     "wq": "self_attn.q_proj.weight",
@@ -125,14 +131,16 @@ def config_from_hf(hf: dict[str, Any], source: str, seq_len: int | None = None) 
     if hf.get("partial_rotary_factor", 1.0) != 1.0:
         refuse("partial_rotary_factor", hf["partial_rotary_factor"], "RoPE covers whole heads")
     dim, n_heads = int(need("hidden_size")), int(need("num_attention_heads"))
-    head_dim = hf.get("head_dim") or dim // n_heads
-    max_pos = int(hf.get("max_position_embeddings", DEFAULT_SEQ_LEN))
+    default = _DEFAULTS[arch]
+    head_dim = hf.get("head_dim", default["head_dim"]) or dim // n_heads
+    n_kv_heads = hf.get("num_key_value_heads", default["num_key_value_heads"]) or n_heads
+    max_pos = int(hf.get("max_position_embeddings", default["max_position_embeddings"]))
     try:
         return ModelConfig(
             dim=dim,
             n_layers=int(need("num_hidden_layers")),
             n_heads=n_heads,
-            n_kv_heads=int(hf.get("num_key_value_heads") or n_heads),
+            n_kv_heads=int(n_kv_heads),
             head_dim=int(head_dim),
             hidden_dim=int(need("intermediate_size")),
             vocab_size=int(need("vocab_size")),
@@ -140,8 +148,8 @@ def config_from_hf(hf: dict[str, Any], source: str, seq_len: int | None = None) 
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             rope_base=float(theta),
             qk_norm=arch == "qwen3",
-            # transformers' default: Qwen3Config ties, LlamaConfig does not
-            tied_embeddings=bool(hf.get("tie_word_embeddings", arch == "qwen3")),
+            # transformers' default for both LlamaConfig and Qwen3Config: untied
+            tied_embeddings=bool(hf.get("tie_word_embeddings", False)),
         )
     except ConfigError as err:
         raise HFModelError(f"{source}: config.json describes an invalid model: {err}") from None

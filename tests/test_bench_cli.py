@@ -130,3 +130,30 @@ def test_validate_reports_missing_fields() -> None:
     assert "schema_version must be 1" in problems
     assert "missing system.chip" in problems and "missing top-level 'summary'" in problems
     assert any(p.startswith("benchmarks.inmem_peak[0] lacks depth") for p in problems)
+
+
+@pytest.mark.parametrize(("extras", "count"), [((), 72), (("--ane-extras",), 99)])
+def test_train_models_the_static_pipelines_like_the_original(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extras: tuple[str, ...], count: int
+) -> None:
+    """stories110m on the M4 Max: the original's kernel counts; its 'ANE ms' (forward kernels
+    of one sequence) beside its measured 10-12 ms bucket; a compile share near its 80-85 %."""
+    path = tmp_path / "s.json"
+    args = ("train", "--pipeline", "static", *extras, "--chip", "m4max", "--json", str(path))
+    out = _run(capsys, *args)
+    assert f"Kernels: {count} (" in out and "Measured by the original project" in out
+    doc = _load(path)
+    name = "training_static_extras_modeled" if extras else "training_static_modeled"
+    m = doc["benchmarks"][name]
+    assert m["kernel_count"] == count and m["recompiled_per_batch"] == (86 if extras else 60)
+    assert 5 < m["modeled_forward_ane_ms_per_sequence"] < 25
+    fwd = sum(k["modeled_ms_per_sequence"] for k in m["kernels"] if k["forward"])
+    assert m["modeled_forward_ane_ms_per_sequence"] == pytest.approx(fwd, rel=1e-3)
+    assert m["modeled_ane_ms_per_sequence"] > m["modeled_forward_ane_ms_per_sequence"]
+    assert m["batches_per_process"] == 1  # 72 + 60 > 119: every process trains one batch
+    assert 70 < m["modeled_compile_pct_upper_bound"] < 99
+
+
+def test_ane_extras_without_the_static_pipeline_is_refused(capsys) -> None:
+    assert main(["bench", "train", "--ane-extras"]) == 1
+    assert "--ane-extras needs --pipeline static" in capsys.readouterr().err

@@ -396,3 +396,25 @@ def test_end_to_end_tiny_training(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert f"{summary['final_loss']:.4f}" in text
     assert summary["sample"].split()[0] in text
     assert "kernels" in text and "Efficiency Report" in text
+
+
+def test_static_runs_show_compile_share_and_restarts(tmp_path: Path) -> None:
+    """Batch records (compile after each step) and restart records of a static run: the
+    compile share is compile / (compile + train); a resumed run's repeated records count once."""
+    from anetrain.dashboard.state import RunState
+    from anetrain.dashboard.view import report_rows
+
+    (tmp_path / "config.json").write_text(json.dumps({"model": {}, "train": {}}))
+    lines = []
+    for step in (1, 2, 2):  # step 2 repeated by the process after the restart
+        lines.append({"type": "step", "step": step, "loss": 5.0, "ms": 300.0})
+        lines.append({"type": "batch", "step": step, "compile_ms": 100.0, "train_ms": 300.0})
+    lines.append({"type": "restart", "step": 2, "compiles": 44})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    state = RunState.open(tmp_path)
+    assert state.compile_s == pytest.approx(0.2)
+    assert state.compile_share == pytest.approx(0.2 / (0.2 + 0.6))
+    assert state.restart_steps == {2}
+    rows = dict(report_rows({"compile_s": 1.0, "wall_s": 4.0, "compile_pct": 25.0,
+                             "compiles_per_batch": 20, "restarts": 3}))  # fmt: skip
+    assert rows["Compile share"] == "25.0% of wall (3 exec() restarts)"

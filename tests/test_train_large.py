@@ -30,3 +30,20 @@ def test_one_step_on_sim(name: str, tmp_path) -> None:
     assert math.isfinite(record.loss) and not record.skipped
     assert record.loss == pytest.approx(math.log(231), abs=0.5)
     trainer.pipeline.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extras", [False, True], ids=["static", "extras"])
+def test_stories110m_static_one_step_on_sim(extras: bool, tmp_path) -> None:
+    """The original's headline pipelines at full size: 72 (99) kernels compiled, one step."""
+    model = preset("stories110m")
+    data = TokenFile(builtin_dataset(), vocab_size=model.vocab_size)
+    cfg = TrainConfig(
+        steps=1, accum=1, eval_every=100, ckpt_every=100, pipeline="static", ane_extras=extras
+    )
+    trainer = Trainer(model, data, cfg, tmp_path)
+    assert len(trainer.pipeline.kernels) == (99 if extras else 72)
+    record = trainer.train_step()
+    assert math.isfinite(record.loss) and not record.skipped
+    assert record.loss == pytest.approx(math.log(231), abs=0.5)
+    trainer.pipeline.close()

@@ -48,7 +48,9 @@ def build_parser() -> OneLineParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, for a command that re-executes itself
     handler = getattr(args, "handler", None)
     if handler is None:
         choices = ", ".join(parser.subcommands())

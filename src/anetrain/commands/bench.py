@@ -111,10 +111,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = programs.add_parser(
         "train",
         help="modeled ANE time per kernel and per training step",
-        description="Modeled ANE time of each dynamic-pipeline kernel and of a whole training "
-        "step, beside the original project's measured step times.",
+        description="Modeled ANE time of each kernel of a training pipeline (dynamic, or static "
+        "with its compile time per batch) and of a whole training step, beside the original "
+        "project's measured step times.",
     )
     train.add_argument("--model", default="stories110m", help="preset or TOML config")
+    train.add_argument(
+        "--pipeline",
+        choices=["dynamic", "static"],
+        default="dynamic",
+        help="static: per-layer baked-weight kernels (72 for stories110m), with compile time",
+    )
+    train.add_argument(
+        "--ane-extras", action="store_true", help="static only: the 99-kernel variant"
+    )
     add_chip_options(train, "chip profile (default: the runtime's default chip)")
     _outputs(train)
     train.set_defaults(handler=run_train)
@@ -194,6 +204,19 @@ def run_train(args: argparse.Namespace) -> int:
     runner = Runner(chip=resolve_chip(args), model_only=True)
     assert runner.params is not None  # model-only runners require parameters
     name = Path(args.model).stem if args.model.endswith(".toml") else args.model
-    sections = [train.run_modeled(config, name, runner.params, runner.chip.display, _emit)]
+    if args.ane_extras and args.pipeline != "static":
+        from anetrain.errors import AnetrainError
+
+        raise AnetrainError("--ane-extras needs --pipeline static")
+    if args.pipeline == "static":
+        from anetrain.bench.train_static import run_static
+
+        section = run_static(
+            config, name, runner.params, runner.chip.display, _emit,
+            extras=args.ane_extras, budget=runner.chip.compile_budget,
+        )  # fmt: skip
+    else:
+        section = train.run_modeled(config, name, runner.params, runner.chip.display, _emit)
+    sections = [section]
     # further sections (e.g. --compare-torch: host time of a sim step vs PyTorch) append here
     return _finish(args, runner, sections)

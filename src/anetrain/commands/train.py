@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -59,8 +61,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--accum",
         type=count(1),
-        default=4,
-        help="windows of seq_len tokens per optimizer step (default 4)",
+        help="windows of seq_len tokens per optimizer step (default 4; static: 10, as the "
+        "original's windows per compiled batch)",
+    )
+    p.add_argument(
+        "--pipeline",
+        choices=["dynamic", "static"],
+        default="dynamic",
+        help="dynamic: 10 kernels compiled once, weights staged in surfaces (default); "
+        "static: per-layer kernels with baked weights, recompiled after every step",
+    )
+    p.add_argument(
+        "--ane-extras",
+        action="store_true",
+        help="static only: final RMSNorm, classifier, softmax and RMSNorm backward on kernels",
+    )
+    p.add_argument(
+        "--compile-budget",
+        type=count(1),
+        metavar="N",
+        help="sim only: compiles per process before the run checkpoints and re-executes "
+        "itself with --resume (default: the chip's, about 119)",
     )
     p.add_argument("--warmup", type=count(0), default=20, help="warmup steps (default 20)")
     p.add_argument(
@@ -151,6 +172,7 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     from anetrain.data.tokens import TokenFile
     from anetrain.memory import check_fits, training_bytes
     from anetrain.model.config import load_config
+    from anetrain.train.factory import DEFAULT_ACCUM
     from anetrain.train.loop import TrainConfig, Trainer, TrainError, write_json
 
     console = Console(stderr=False, quiet=not world.is_writer)  # rank 0 speaks for the run
@@ -200,7 +222,7 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     cfg = TrainConfig(
         steps=args.steps,
         lr=args.lr,
-        accum=args.accum,
+        accum=args.accum if args.accum is not None else DEFAULT_ACCUM[args.pipeline],
         warmup=args.warmup,
         seed=args.seed,
         loss_scale=args.loss_scale,
@@ -210,6 +232,9 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         backend=backend,
         chip=args.chip,
         macos=args.macos,
+        pipeline=args.pipeline,
+        ane_extras=args.ane_extras,
+        compile_budget=args.compile_budget,
     )
     ranks = (
         f" x {world.size} ranks ({cfg.accum * world.size} windows per step)"
@@ -219,7 +244,8 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     console.print(
         f"[bold]anetrain train[/]: {name} ({model.n_params / 1e6:.2f}M params, dim "
         f"{model.dim}, {model.n_layers} layers, seq {model.seq_len}) on {backend}"
-        f"{' (' + args.chip + ')' if args.chip else ''}{ranks}; data {data_path} "
+        f"{' (' + args.chip + ')' if args.chip else ''}{ranks}, {args.pipeline} pipeline"
+        f"{' + ANE extras' if args.ane_extras else ''}; data {data_path} "
         f"({data.n_tokens:,} tokens); out {out}"
     )
     progress = _Progress(console, cfg.steps, quiet=args.no_progress or not world.is_writer)
@@ -234,6 +260,9 @@ def _train(args: argparse.Namespace, world: Any) -> int:
             " the window stream continues where it stopped, re-sharded over the new ranks; "
             f"the effective batch is now {cfg.accum * world.size} windows"
         )
+    if args.resume:
+        resumed = f"[RESUMED step {trainer.step}, {trainer.prior.restarts} restarts so far]"
+        console.print(resumed, markup=False)
     if init is not None:  # the weights to start from replace the scratch init
         trainer.params.flat[...] = init.params.flat
         trainer.pipeline.stage_weights(trainer.params)
@@ -254,6 +283,13 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         summary = trainer.run()
     if not world.is_writer:
         return 0
+    if summary["restart"]:
+        console.print(
+            f"[exec() restart step {summary['steps']}, "
+            f"{trainer.pipeline.backend.compile_count} compiles, loss={summary['final_loss']:.4f}]",
+            markup=False,
+        )
+        reexec(restart_argv(args.argv, out))
     summary["sample"] = _sample(trainer, tokenizer_spec, args, console)
     write_json(out / runfolder.SUMMARY, summary)
     _report(console, summary, trainer)
@@ -280,6 +316,29 @@ def _load_init(args: argparse.Namespace) -> Any:
     for note in loaded.notes:
         print(f"note: {note}")
     return loaded
+
+
+def restart_argv(argv: list[str], out: Path) -> list[str]:
+    """The command line that continues this run: the same arguments with ``--out`` and
+    ``--resume``, without ``--init`` (the weights are in the checkpoint by then)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--init":
+            skip = True
+        elif not arg.startswith("--init="):
+            kept.append(arg)
+    return [*kept, "--out", str(out), "--resume"]
+
+
+def reexec(argv: list[str]) -> None:
+    """Replace this process by ``anetrain <argv>`` (a real exec: only a new process frees
+    the ANE compiler's per-process leak). The environment, PYTHONPATH included, carries over."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "anetrain.cli", *argv])
 
 
 class _Progress:
@@ -361,8 +420,19 @@ def _report(console: Any, s: dict[str, Any], trainer: Any) -> None:
     t.add_column(style="bold")
     t.add_column()
     host = " (host)" if s["backend"] == "sim" else ""
+    t.add_row("Total steps", f"{s['steps']} ({s['pipeline']} pipeline)")
     t.add_row("Wall time", f"{s['wall_s']:.1f} s")
-    t.add_row("Compile", f"{s['compile_s'] * 1e3:.0f} ms ({s['kernels_compiled']} kernels, once)")
+    if s["compiles_per_batch"]:
+        t.add_row(
+            "Compile",
+            f"{s['compile_s'] * 1e3:.0f} ms ({s['compile_pct']:.1f}% of wall; "
+            f"{s['batches']} batches of {s['compiles_per_batch']} recompiles, "
+            f"{s['kernels_compiled']} kernels per process, {s['restarts']} exec() restarts)",
+        )
+    else:
+        t.add_row(
+            "Compile", f"{s['compile_s'] * 1e3:.0f} ms ({s['kernels_compiled']} kernels, once)"
+        )
     t.add_row("Train", f"{s['train_s']:.1f} s ({100 * s['train_s'] / s['wall_s']:.0f}% of wall)")
     t.add_row("ms/step", f"{s['ms_per_step']:.1f}{host}")
     t.add_row("Tokens/s", f"{s['tokens_per_s']:,.0f}{host}")

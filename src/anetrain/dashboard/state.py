@@ -187,6 +187,8 @@ class RunState:
         self.skipped = 0
         self.train_s = 0.0  # host time of the steps (no compile, validation or checkpoints)
         self.tokens_seen = 0.0  # training tokens processed (each step's tokens/s times time)
+        self.compile_ms: dict[int, float] = {}  # step -> the recompile after it (static)
+        self.restart_steps: set[int] = set()  # steps after which the run re-executed itself
 
     def _add(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
@@ -207,6 +209,15 @@ class RunState:
                 self.bad_records += 1
             else:
                 self.vals = [v for v in self.vals if v.step < val.step] + [val]
+        elif kind == "batch":
+            ms, step = number(record.get("compile_ms")), record.get("step")
+            if ms is None or not isinstance(step, int):
+                self.bad_records += 1
+            else:
+                self.compile_ms[step] = ms
+        elif kind == "restart":
+            if isinstance(record.get("step"), int):
+                self.restart_steps.add(record["step"])
         elif kind is None:
             self.bad_records += 1
         # other record types: written by a newer trainer, ignored
@@ -222,9 +233,22 @@ class RunState:
         self.tokens_seen += (p.tokens_per_s or 0.0) * (p.ms or 0.0) / 1e3
 
     def _rebuild(self) -> None:
+        compile_ms, restarts = self.compile_ms, self.restart_steps
         self._reset_aggregates()
+        self.compile_ms, self.restart_steps = compile_ms, restarts  # keyed by step already
         for p in self.steps:
             self._aggregate(p)
+
+    @property
+    def compile_s(self) -> float | None:
+        """Recompile time so far (pipelines that recompile per batch; None for others)."""
+        return sum(self.compile_ms.values()) / 1e3 if self.compile_ms else None
+
+    @property
+    def compile_share(self) -> float | None:
+        """Compile time as a fraction of compile + train time."""
+        c = self.compile_s
+        return None if c is None or c + self.train_s <= 0 else c / (c + self.train_s)
 
     # ---- derived ----------------------------------------------------------------------------
 

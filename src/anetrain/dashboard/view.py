@@ -344,6 +344,13 @@ def _stats_panel(state: RunState) -> Panel:
     t.add_row("ms/step", f"{fmt.num(state.ms_per_step, 1)} [dim](last {fmt.num(last.ms, 1)})[/]")
     t.add_row("tokens/s", fmt.count(state.tokens_per_s))
     t.add_row("tokens seen", fmt.count(state.tokens_seen))
+    share = state.compile_share
+    if share is not None:
+        t.add_row(
+            "compile",
+            f"{fmt.num(state.compile_s, 1)} s [dim]({100 * share:.1f}% of compile + train)[/]",
+        )
+        t.add_row("restarts", str(len(state.restart_steps)))
     recent = state.steps[-TREND:]
     t.add_row("ms trend", Text(sparkline([p.ms for p in recent]), style="yellow"))
     t.add_row("grad trend", Text(sparkline([p.grad_norm for p in recent]), style="yellow"))
@@ -428,6 +435,9 @@ def report_rows(s: dict[str, Any]) -> Iterator[tuple[str, str]]:
     if compile_s is not None:
         kernels = s.get("kernels_compiled")
         yield "Compile", f"{compile_s * 1e3:.0f} ms" + (f" ({kernels} kernels)" if kernels else "")
+        pct = _get(s, "compile_pct")
+        if s.get("compiles_per_batch") and pct is not None:
+            yield "Compile share", f"{pct:.1f}% of wall ({s.get('restarts', 0)} exec() restarts)"
     if train is not None:
         share = f" ({100 * train / wall:.0f}% of wall)" if wall else ""
         yield "Train", f"{train:.1f} s{share}"

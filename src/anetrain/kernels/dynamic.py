@@ -137,10 +137,32 @@ class WeightRegion:
         return w.T if self.transposed else w
 
 
+@dataclass(frozen=True)
+class BakedWeight:
+    """A BLOBFILE constant that holds a parameter (a static pipeline's baked weight):
+    ``params[param][layer]`` (or ``params[param]`` for a model-wide one, ``layer=False``),
+    rows ``rows`` of it when set (the compacted classifier), transposed when ``transposed``,
+    reshaped to the constant's ``shape``."""
+
+    param: str
+    transposed: bool
+    shape: tuple[int, ...]
+    offset: int  # of the data in its blob file
+    layer: bool = True
+    rows: np.ndarray | None = None
+
+    def layout(self, w: np.ndarray) -> np.ndarray:
+        """The parameter as the constant stores it (fp32; the caller rounds)."""
+        if self.rows is not None:
+            w = w[self.rows]
+        return (w.T if self.transposed else w).reshape(self.shape)
+
+
 @dataclass
 class KernelSpec:
     """One kernel's contract (see the module docstring). A kernel with weights baked as
-    BLOBFILE constants (a static pipeline) has no ``weights``; its ``model.weights`` hold them."""
+    BLOBFILE constants (a static pipeline) has no ``weights`` but ``baked`` (blob file key ->
+    the parameter it holds); every other blob file is a constant of the kernel (mask, RoPE)."""
 
     name: str
     model: MILModel
@@ -148,6 +170,7 @@ class KernelSpec:
     outputs: dict[str, Region]  # output blocks, stacked on channels at width S
     weights: dict[str, WeightRegion] = field(default_factory=dict)
     spans: dict[str, Region] = field(default_factory=dict)  # composite input/output regions
+    baked: dict[str, BakedWeight] = field(default_factory=dict)  # weights file key -> param
     flops: int = 0
     in_shape: tuple[int, int] = field(default=(0, 0))  # (channels, width)
     out_shape: tuple[int, int] = field(default=(0, 0))
@@ -218,6 +241,7 @@ class _KernelBuilder:
         self.weight_regions: dict[str, WeightRegion] = {}
         self.spans: dict[str, Region] = {}
         self.weights: dict[str, bytes] = {}
+        self.baked: dict[str, BakedWeight] = {}
 
     def region(self, key: str, ch: int, channels: int, col: int, width: int) -> Var:
         self.inputs[key] = Region(ch, channels, col, width)
@@ -279,6 +303,7 @@ class _KernelBuilder:
             blocks,
             self.weight_regions,
             self.spans,
+            self.baked,
             flops=program_stats(model.program).flops,
             in_shape=(self.x.shape[1], self.x.shape[3]),
             out_shape=(out.shape[1], out.shape[3]),
@@ -325,16 +350,7 @@ def sdpa_fwd(d: Dims) -> KernelSpec:
         k_w = k.vector("k_norm_w", "k_norm", d.head_dim, w_end + 1)
         q_h = k.f.head_rmsnorm(q_h, q_w, d.norm_eps, "q_qkn")
         k_h = k.f.head_rmsnorm(k_h, k_w, d.norm_eps, "k_qkn")
-    cos, sin = k.rope()
-    q_rope = k.f.rope(q_h, cos, sin, "q_rope")
-    k_rope = k.f.rope(k_h, cos, sin, "k_rope")
-    v_h = k.f.heads(v, d.n_kv_heads, "vh")
-    probs = k.f.causal_probs(
-        q_rope, k.f.gqa_tile(k_rope, d.group, "k_tile"), k.mask(), d.scale, "probs"
-    )
-    attn = k.b.matmul(
-        probs, k.f.gqa_tile(v_h, d.group, "v_tile"), k.f.false, k.f.false, name="attn_h"
-    )
+    attn, q_rope, k_rope = attention_forward(k, q_h, k_h, k.f.heads(v, d.n_kv_heads, "vh"))
     return k.finish(
         [
             ("attn", k.f.channel_first(attn, "attn")),
@@ -345,6 +361,40 @@ def sdpa_fwd(d: Dims) -> KernelSpec:
         ],
         spans={"qkv": ("q_rope", "k_rope", "v")},
     )
+
+
+def attention_forward(k: _KernelBuilder, q_h: Var, k_h: Var, v_h: Var) -> tuple[Var, Var, Var]:
+    """Heads ``[1, n, S, HD]`` -> RoPE on q and k, causal GQA attention: ``(attn_h, q_rope,
+    k_rope)`` (the forward kernels of both pipelines)."""
+    d = k.dims
+    cos, sin = k.rope()
+    q_rope = k.f.rope(q_h, cos, sin, "q_rope")
+    k_rope = k.f.rope(k_h, cos, sin, "k_rope")
+    probs = k.f.causal_probs(
+        q_rope, k.f.gqa_tile(k_rope, d.group, "k_tile"), k.mask(), d.scale, "probs"
+    )
+    attn = k.b.matmul(
+        probs, k.f.gqa_tile(v_h, d.group, "v_tile"), k.f.false, k.f.false, name="attn_h"
+    )
+    return attn, q_rope, k_rope
+
+
+def attention_backward1(
+    k: _KernelBuilder, q: Var, kk: Var, v: Var, da: Var
+) -> list[tuple[str, Var]]:
+    """Heads q, k, v and the attention output's gradient ``da`` -> the outputs ``dv`` (reduced
+    to kv heads), ``probs`` and ``dp`` (flattened to ``[1, NH*S, 1, S]``), in that order."""
+    d, s = k.dims, k.dims.seq
+    probs = k.f.causal_probs(q, k.f.gqa_tile(kk, d.group, "k_tile"), k.mask(), d.scale, "probs")
+    dv_full = k.b.matmul(probs, da, k.f.true, k.f.false, name="dv_full")
+    dv = k.f.gqa_reduce(dv_full, d.group, "dv_h")
+    dp = k.b.matmul(da, k.f.gqa_tile(v, d.group, "v_tile"), k.f.false, k.f.true, name="dp_h")
+    flat = k.f.ints([1, d.score_ch, 1, s], "sc_shape")
+    return [
+        ("dv", k.f.channel_first(dv, "dv")),
+        ("probs", k.b.reshape(probs, flat, name="probs_flat")),
+        ("dp", k.b.reshape(dp, flat, name="dp_flat")),
+    ]
 
 
 def wo_fwd(d: Dims) -> KernelSpec:
@@ -415,19 +465,7 @@ def sdpa_bwd1(d: Dims) -> KernelSpec:
     v = k.f.heads_from_channels(k.region("v", qd + kvd, kvd, 0, s), d.n_kv_heads, "v")
     da = k.f.heads_from_channels(k.region("dao", qd + 2 * kvd, qd, 0, s), d.n_heads, "da")
     k.input_span("qkv", ("q_rope", "k_rope", "v"))
-    probs = k.f.causal_probs(q, k.f.gqa_tile(kk, d.group, "k_tile"), k.mask(), d.scale, "probs")
-    dv_full = k.b.matmul(probs, da, k.f.true, k.f.false, name="dv_full")
-    dv = k.f.gqa_reduce(dv_full, d.group, "dv_h")
-    dp = k.b.matmul(da, k.f.gqa_tile(v, d.group, "v_tile"), k.f.false, k.f.true, name="dp_h")
-    flat = k.f.ints([1, d.score_ch, 1, s], "sc_shape")
-    return k.finish(
-        [
-            ("dv", k.f.channel_first(dv, "dv")),
-            ("probs", k.b.reshape(probs, flat, name="probs_flat")),
-            ("dp", k.b.reshape(dp, flat, name="dp_flat")),
-        ],
-        spans={"scores": ("probs", "dp")},
-    )
+    return k.finish(attention_backward1(k, q, kk, v, da), spans={"scores": ("probs", "dp")})
 
 
 def sdpa_bwd2(d: Dims) -> KernelSpec:

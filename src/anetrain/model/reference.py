@@ -44,8 +44,14 @@ def embedding_backward(dembed: np.ndarray, dx: np.ndarray, tokens: np.ndarray) -
 
 def rmsnorm_forward(x: np.ndarray, w: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """out = x * rrms * w, rrms = (mean(x^2) + eps)^-1/2.  x [...,D] -> [...,D], rrms [...,1]."""
-    rrms = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # [...,1]
+    rrms = rmsnorm_rrms(x, eps)  # [...,1]
     return x * rrms * w, rrms
+
+
+def rmsnorm_rrms(x: np.ndarray, eps: float) -> np.ndarray:
+    """rrms = (mean(x^2) + eps)^-1/2.  x [...,D] -> [...,1] (what a backward needs when the
+    normalized output came from a kernel)."""
+    return 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)
 
 
 def rmsnorm_backward(
@@ -56,7 +62,7 @@ def rmsnorm_backward(
     The ``w`` multiplies only the first term (maderix/ANE's CPU version also scales the second).
     """
     D = x.shape[-1]
-    dw += np.sum((dout * x * rrms).reshape(-1, D), axis=0)  # [D]
+    rmsnorm_backward_weight(dw, dout, x, rrms)  # [D]
     wdy = dout * w  # [...,D]
     dot = np.sum(wdy * x, axis=-1, keepdims=True) * (rrms * rrms) / D  # [...,1]
     return rrms * (wdy - x * dot)  # term 1 - term 2
@@ -75,6 +81,16 @@ def qk_norm_forward(
     if w is None:
         raise ValueError("qk_norm is on but the layer has no q_norm/k_norm weights")
     return rmsnorm_forward(x, w, cfg.norm_eps)
+
+
+def rmsnorm_backward_weight(
+    dw: np.ndarray, dout: np.ndarray, x: np.ndarray, rrms: np.ndarray, scale: float = 1.0
+) -> None:
+    """The weight half of :func:`rmsnorm_backward`: dw [D] += scale * sum(dout * x * rrms)
+    (the static pipeline's ANE extras compute the dx half in a kernel)."""
+    D = x.shape[-1]
+    dwx = np.sum((dout * x * rrms).reshape(-1, D), axis=0)  # [D]
+    dw += dwx if scale == 1.0 else scale * dwx
 
 
 def matmul_forward(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -218,6 +234,14 @@ def crossentropy_inplace(
         e *= dloss / z
         e[rows, targets] -= dloss
     return losses, e
+
+
+def crossentropy_from_probs(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """probs [N,V] (a softmax computed elsewhere, e.g. an fp16 kernel), targets [N] -> losses
+    [N] = -log p_target, with p floored at the smallest normal float32 (an fp16 softmax can
+    round a tiny probability to 0)."""
+    picked = probs[np.arange(probs.shape[0]), targets].astype(np.float64)  # [N]
+    return -np.log(np.maximum(picked, np.finfo(np.float32).tiny))
 
 
 def crossentropy_softmax_backward(

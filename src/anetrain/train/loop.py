@@ -2,11 +2,16 @@
 
 One optimizer step processes ``accum`` windows of ``seq_len`` tokens through the kernel
 pipeline, then clips, steps AdamW (skipping on inf/NaN gradients) and re-stages the weights
-into the kernels' input surfaces. Everything a resumed run needs (weights, Adam moments, scaler,
-sampler position, RNG) is in the checkpoint, so N steps straight and N/2 + resume + N/2 give the
-same losses bit for bit. Under torchrun every rank runs this loop on its own ``accum`` windows
-and the ``world`` (train/distributed.py) sums the gradients, checks the ranks agree before each
-checkpoint and lets rank 0 alone write.
+(the dynamic pipeline writes surfaces; the static one recompiles, timed apart as compile time).
+Everything a resumed run needs (weights, Adam moments, scaler, sampler position, RNG, and the
+cumulative compile/train/wall time) is in the checkpoint, so N steps straight and N/2 + resume
++ N/2 give the same losses bit for bit. Under torchrun every rank runs this loop on its own
+``accum`` windows and the ``world`` (train/distributed.py) sums the gradients, checks the ranks
+agree before each checkpoint and lets rank 0 alone write.
+
+The compile budget: when the next recompile would exceed the backend's per-process budget,
+:meth:`Trainer.run` saves a checkpoint and returns with ``summary["restart"]`` set; the command
+then re-executes itself with ``--resume`` (a new process frees the ANE compiler's leak).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from anetrain import perfmodel
+from anetrain import perfmodel, runfolder
 from anetrain.data.sharding import ShardedSampler
 from anetrain.data.tokens import TokenFile
 from anetrain.errors import AnetrainError
@@ -44,8 +49,9 @@ from anetrain.train.checkpoint import (
     save_checkpoint,
 )
 from anetrain.train.distributed import SingleProcess
+from anetrain.train.factory import make_backend, make_pipeline
 from anetrain.train.optim import AdamW, AdamWConfig, all_finite, clip_factor, global_norm
-from anetrain.train.pipeline import DynamicPipeline, used_token_ids
+from anetrain.train.pipeline import used_token_ids
 from anetrain.train.scaler import LossScaler
 from anetrain.train.schedule import CosineSchedule
 
@@ -77,6 +83,9 @@ class TrainConfig:
     chip: str | None = None
     macos: str | None = None  # the chip's macOS version (default: the newest profile)
     fp16: bool = True
+    pipeline: str = "dynamic"  # or "static" (see anetrain.train.factory)
+    ane_extras: bool = False
+    compile_budget: int | None = None  # sim only: replaces the chip's per-process budget
 
     def __post_init__(self) -> None:
         """Refuse values that would train silently wrong (NaN lr, zero intervals, ...)."""
@@ -108,12 +117,30 @@ class StepRecord:
     ms: float
     tokens_per_s: float
     phases: dict[str, float] = field(default_factory=dict)
+    compiles: int = 0  # this process's compiles so far
+    windows: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "phases"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("phases", "windows")}
         out["type"] = "step"
         out.update({phase_key(k): v for k, v in self.phases.items()})
+        out.update(runfolder.original_fields(self.phases, self.windows))
         return out
+
+
+@dataclass
+class RunTotals:
+    """Cumulative figures of a run across its processes (budget restarts and resumes), kept
+    in the checkpoint so the final Efficiency Report covers the whole run."""
+
+    compile_s: float = 0.0
+    train_s: float = 0.0
+    wall_s: float = 0.0
+    kernel_s: float = 0.0
+    steps: int = 0  # optimizer steps trained (all processes)
+    batches: int = 0  # recompiles of the weight-bearing kernels
+    restarts: int = 0
+    first_loss: float | None = None
 
 
 class Trainer:
@@ -163,19 +190,31 @@ class Trainer:
         self.stopping = False  # every rank agreed to stop after this step
         self.comm_ms = 0.0
         self.resumed_world_size: int | None = None
+        self._t0 = time.perf_counter()
+        self.prior = RunTotals()  # what earlier processes of this run did
         if resume:
             self._resume()
         used = used_token_ids(np.asarray(data.tokens), model.vocab_size)
-        start = time.perf_counter()
-        self.pipeline = DynamicPipeline(
-            model,
-            backend=train.backend,
-            chip=get_chip(train.chip, train.macos) if train.macos else train.chip,
-            dtype=FP16 if train.fp16 else FP32,
-            used_ids=used,
+        chip = get_chip(train.chip, train.macos) if train.macos else train.chip
+        backend = make_backend(train.backend, chip, train.compile_budget)
+        dtype = FP16 if train.fp16 else FP32
+        self.pipeline = make_pipeline(
+            train.pipeline, model, backend, dtype, used, ane_extras=train.ane_extras
         )
+        self.restart_due = False
+        if self.pipeline.compiles_per_stage and self.world.size > 1:
+            raise TrainError(
+                "the static pipeline re-executes itself for the compile budget, which torchrun "
+                "ranks cannot do together; train data-parallel with --pipeline dynamic"
+            )
+        if self._over_budget():
+            be = self.pipeline.backend
+            raise TrainError(
+                f"compile budget {be.compile_budget} is below the {be.compile_count} + "
+                f"{self.pipeline.compiles_per_stage} compiles one batch of this pipeline needs"
+            )
         self.pipeline.stage_weights(self.params)
-        self.compile_s = time.perf_counter() - start
+        self.batches = 1 if self.pipeline.compiles_per_stage else 0
         self.train_s = 0.0
         self.kernel_ms = 0.0
         self._metrics: Any = None
@@ -187,6 +226,9 @@ class Trainer:
         if resume and metrics.exists():
             atomic_write(metrics, _metrics_upto(metrics, self.step).encode())
         self._metrics = metrics.open("a" if resume else "w")
+        if self.pipeline.compiles_per_stage:  # this process's first compiles
+            compiles = self.pipeline.backend.compile_count
+            self.log(runfolder.batch_record(self.step, self.compile_s * 1e3, compiles=compiles))
 
     # ---- state ----------------------------------------------------------------------------
 
@@ -202,6 +244,7 @@ class Trainer:
         self.resumed_world_size = int(state["data"].get("world_size", 1))
         self.step = state["step"]
         self.best_loss = state["best_loss"]
+        self.prior = RunTotals(**state["run"])
 
     def _load_last(self) -> dict[str, Any]:
         """Load ``ckpt_last`` into the weights and moments (checking its run state loads);
@@ -236,7 +279,8 @@ class Trainer:
                 "another checkpoint or start a new run"
             ) from None
         keys = ("step", "adam_t", "scaler", "data", "best_loss")
-        return {"notes": notes, **{k: getattr(ckpt, k) for k in keys}}
+        run = ckpt.extra.get("run", {})
+        return {"notes": notes, "run": run, **{k: getattr(ckpt, k) for k in keys}}
 
     def checkpoint(self) -> Checkpoint:
         m, v = Params(self.model), Params(self.model)
@@ -252,8 +296,56 @@ class Trainer:
             scaler=self.scaler.state_dict(),
             data=self.sampler.state_dict(),
             best_loss=self.best_loss,
-            extra={"train": asdict(self.cfg), "vocab_ids": self.vocab_ids()},
+            extra={
+                "train": asdict(self.cfg),
+                "vocab_ids": self.vocab_ids(),
+                "run": asdict(self.totals()),
+            },
         )
+
+    @property
+    def compile_s(self) -> float:
+        """This process's compile time (the pipeline's compiles)."""
+        return self.pipeline.compile_s
+
+    def totals(self) -> RunTotals:
+        """The run's cumulative figures, this process included."""
+        p = self.prior
+        first = (
+            p.first_loss
+            if p.first_loss is not None
+            else (self.history[0] if self.history else None)
+        )
+        return RunTotals(
+            compile_s=p.compile_s + self.compile_s,
+            train_s=p.train_s + self.train_s,
+            wall_s=p.wall_s + time.perf_counter() - self._t0,
+            kernel_s=p.kernel_s + self.kernel_ms / 1e3,
+            steps=p.steps + len(self.history),
+            batches=p.batches + self.batches,
+            restarts=p.restarts + self.restart_due,
+            first_loss=first,
+        )
+
+    def _over_budget(self) -> bool:
+        """Would the next stage_weights exceed this process's compile budget?"""
+        be, need = self.pipeline.backend, self.pipeline.compiles_per_stage
+        return bool(need) and be.compile_count + need > be.compile_budget
+
+    def _stage(self) -> float:
+        """Re-stage the updated weights; returns the compile seconds it took (the static
+        pipeline recompiles). Over budget, it marks the run for a restart instead."""
+        last = self.step + 1 >= self.cfg.steps
+        if self.pipeline.compiles_per_stage and last:
+            return 0.0  # no recompile (nor restart) for weights no step will use
+        if self._over_budget():
+            self.restart_due = True
+            return 0.0
+        before = self.pipeline.compile_s
+        self.pipeline.stage_weights(self.params)
+        compiled = self.pipeline.compile_s - before
+        self.batches += compiled > 0
+        return compiled
 
     def vocab_ids(self) -> list[int] | None:
         """The token ids the classifier was trained over (None: the whole vocabulary)."""
@@ -324,6 +416,7 @@ class Trainer:
         finite = math.isfinite(loss) and all_finite(self.grads.flat)
         norm = global_norm(self.grads.flat) if finite else math.inf
         apply = self.scaler.update(finite)
+        compiled = 0.0
         if apply:  # gradient clipping happens inside the AdamW pass
             clip = clip_factor(norm, cfg.clip)
             self.adam.step(self.params.flat, self.grads.flat, lr, grad_scale=clip)
@@ -333,19 +426,22 @@ class Trainer:
                     f"was saved, {self.out / CKPT_LAST} holds the last good checkpoint: lower --lr "
                     "and resume"
                 )
-            self.pipeline.stage_weights(self.params)
+            compiled = self._stage()
         self.bad_steps = 0 if finite else self.bad_steps + 1
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start - compiled
         phases = self.pipeline.timer.take()
         phases["comm"] = round(self.world.comm_ms, 3)
         self.train_s += elapsed
         self.kernel_ms += phases["kernels"]
         self.comm_ms += self.world.comm_ms
         self.step += 1
+        self.last_compile_ms = compiled * 1e3
         tokens = windows * self.model.seq_len
+        compiles = self.pipeline.backend.compile_count
         return StepRecord(
-            self.step, loss, lr, norm, scale, not apply, elapsed * 1e3, tokens / elapsed, phases
-        )
+            self.step, loss, lr, norm, scale, not apply, elapsed * 1e3, tokens / elapsed, phases,
+            compiles, cfg.accum,
+        )  # fmt: skip
 
     def validate(self) -> float:
         """Mean loss over the first ``eval_windows`` validation windows, over the compacted
@@ -398,6 +494,10 @@ class Trainer:
                 first_loss = record.loss if first_loss is None else first_loss
                 self.history.append(record.loss)
                 self.log(record.to_json())
+                if self.pipeline.compiles_per_stage:
+                    r = record
+                    batch = (r.step, self.last_compile_ms, r.ms, r.windows, r.compiles)
+                    self.log(runfolder.batch_record(*batch))
                 if self.on_step is not None:
                     self.on_step(record)
                 val = None
@@ -410,66 +510,78 @@ class Trainer:
                 improved = val is not None and val < self.best_loss
                 due = self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps
                 due = due and self.bad_steps == 0  # in a non-finite streak keep the last good one
-                if due or improved or self.stopping:
+                if due or improved or self.stopping or self.restart_due:
                     self.save(val)
+                if self.restart_due:
+                    compiles = self.pipeline.backend.compile_count
+                    self.log({"type": "restart", "step": self.step, "compiles": compiles})
+                    break
         summary = self.summary(time.perf_counter() - wall_start, first_loss)
         summary["interrupted"] = self.stopping
+        summary["restart"] = self.restart_due and not self.stopping
         return summary
 
     def modeled_ms_per_window(self) -> float | None:
         """The performance model's ANE time for one window's kernel evals (each kernel once per
         layer) on this run's chip, whatever the backend; None when the chip has no model."""
         chip = self.pipeline.backend.chip
-        per_layer = [
-            perfmodel.modeled_ns(s.model.program, chip) for s in self.pipeline.specs.values()
-        ]
-        if any(t is None for t in per_layer):
+        evals = self.pipeline.window_evals()
+        times = [perfmodel.modeled_ns(s.model.program, chip) for s, _ in evals]
+        if any(t is None for t in times):
             return None
-        return sum(per_layer) * self.model.n_layers / 1e6  # type: ignore[arg-type]
+        return sum(t * n for t, (_, n) in zip(times, evals, strict=True)) / 1e6  # type: ignore[operator]
 
     def summary(self, wall_s: float, first_loss: float | None) -> dict[str, Any]:
-        steps_run = len(self.history)
+        """The Efficiency Report's figures over the whole run (every process of it); this
+        process's ``wall_s`` and ``first_loss`` are superseded by the run's totals."""
+        t = self.totals()
+        steps = t.steps
         windows = self.cfg.accum * self.world.size
         # kernel FLOPs, TFLOPS and utilization are this rank's (one chip's); tokens/s is global
-        flops = self.pipeline.flops_per_window() * self.cfg.accum * steps_run
-        kernel_s = self.kernel_ms / 1e3
+        flops = self.pipeline.flops_per_window() * self.cfg.accum * steps
         chip = self.pipeline.backend.chip
-        tflops = flops / kernel_s / 1e12 if kernel_s > 0 else math.nan
+        tflops = flops / t.kernel_s / 1e12 if t.kernel_s > 0 else math.nan
         # the perf model's rated fp16 peak: M1-M3 TOPS are fp16 figures, M4's INT8; M5 has none
         peak = perfmodel.get_params(chip).rated_fp16_tflops
         modeled = self.modeled_ms_per_window()
         modeled_step = None if modeled is None else modeled * self.cfg.accum
         modeled_tflops = (
-            flops / steps_run / (modeled_step / 1e3) / 1e12 if modeled_step and steps_run else None
+            flops / steps / (modeled_step / 1e3) / 1e12 if modeled_step and steps else None
         )
+        steps_run = len(self.history)
         return {
             "modeled_ane_ms_per_step": modeled_step,
             "modeled_kernel_tflops": modeled_tflops,
             "modeled_utilization_pct": 100 * modeled_tflops / peak if modeled_tflops else None,
             "steps": self.step,
             "steps_this_run": steps_run,
-            "first_loss": first_loss,
+            "first_loss": t.first_loss,
             "final_loss": self.history[-1] if self.history else None,
             "best_val_loss": None if math.isinf(self.best_loss) else self.best_loss,
             "val_loss_full": self.val_loss_full,
             "skipped_steps": self.scaler.skipped,
-            "wall_s": wall_s + self.compile_s,
-            "compile_s": self.compile_s,
-            "train_s": self.train_s,
-            "ms_per_step": self.train_s / max(steps_run, 1) * 1e3,
-            "tokens_per_s": steps_run * windows * self.model.seq_len / max(self.train_s, 1e-9),
+            "wall_s": t.wall_s,
+            "compile_s": t.compile_s,
+            "compile_pct": 100 * t.compile_s / t.wall_s if t.wall_s > 0 else math.nan,
+            "train_s": t.train_s,
+            "restarts": t.restarts,
+            "batches": t.batches,
+            "ms_per_step": t.train_s / max(steps, 1) * 1e3,
+            "tokens_per_s": steps * windows * self.model.seq_len / max(t.train_s, 1e-9),
             "world_size": self.world.size,
             "windows_per_step": windows,
             "comm_ms_per_step": self.comm_ms / max(steps_run, 1),
             "comm_bytes_per_step": self.world.bytes_per_step(self.params.flat.size),
-            "kernel_s": kernel_s,
+            "kernel_s": t.kernel_s,
             "kernel_flops": flops,
             "kernel_tflops": tflops,
             "chip": chip.name,
             "chip_peak_fp16_tflops": peak,
             "utilization_pct": 100 * tflops / peak if peak else math.nan,
             "backend": self.pipeline.backend.name,
+            "pipeline": self.cfg.pipeline + (" + ANE extras" if self.cfg.ane_extras else ""),
             "kernels_compiled": len(self.pipeline.kernels),
+            "compiles_per_batch": self.pipeline.compiles_per_stage,
         }
 
     @contextlib.contextmanager

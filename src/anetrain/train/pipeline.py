@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,8 +92,13 @@ class CompactVocab:
         return out
 
 
-class DynamicPipeline:
-    """Compiles the ten kernels once and runs forward+backward for one ``[S]`` window."""
+class KernelPipeline:
+    """What every kernel pipeline shares: the CPU parts of a window (embedding, final norm,
+    classifier and cross-entropy, the deferred weight-gradient GEMMs), the step's phase timer
+    and the BLAS threads. A subclass compiles its kernels and implements
+    :meth:`stage_weights`, :meth:`_layer_forward` and :meth:`_layer_backward`."""
+
+    compiles_per_stage = 0  # compiles a stage_weights call does (static pipelines recompile)
 
     def __init__(
         self,
@@ -103,48 +109,17 @@ class DynamicPipeline:
         dtype: DType = FP16,
         used_ids: np.ndarray | None = None,
         overlap_blas: bool = True,
-        forward_only: bool = False,
-        prestage: bool | None = None,
     ) -> None:
-        """``prestage``: keep one input surface per layer and kernel with the weights staged
-        in it (None: when those surfaces take at most ``PRESTAGE_MAX_BYTES``)."""
         be = backend if isinstance(backend, runtime.Backend) else runtime.get_backend(backend, chip)
         self.backend = be
         self.config = config
         self.dims = Dims.from_config(config, dtype, be.chip.dialect)
         self.vocab = CompactVocab(used_ids, config.vocab_size)
         self.timer = PhaseTimer(PHASES)
-        self.forward_only = forward_only  # compile just the three forward kernels (prefill)
-        self.specs: dict[str, KernelSpec] = {
-            name: spec
-            for name, spec in build_kernels(self.dims).items()
-            if not forward_only or name in FORWARD_KERNELS
-        }
-        start = time.perf_counter()
-        self.kernels = {
-            name: be.compile(spec.model.program, spec.model.weights, name=name)
-            for name, spec in self.specs.items()
-        }
-        self.compile_s = time.perf_counter() - start
-        # weight-bearing kernels get one input surface per layer (staged once per update), the
-        # others use their own; unless those surfaces would be large: then each call writes its
-        # layer's weights into the kernel's own input surface
-        layer_bytes = sum(4 * math.prod(s.in_shape) for s in self.specs.values() if s.weights)
-        if prestage is None:
-            prestage = config.n_layers * layer_bytes <= PRESTAGE_MAX_BYTES
-        self.prestage = prestage
-        self.k = {
-            name: BoundKernel(
-                spec,
-                self.kernels[name],
-                self.timer,
-                config.n_layers * bool(spec.weights),
-                prestage=prestage,
-            )
-            for name, spec in self.specs.items()
-        }
+        self.specs: dict[str, KernelSpec] = {}
+        self.kernels: dict[str, runtime.Kernel] = {}
+        self.compile_s = 0.0  # all compiles so far (seconds)
         self.staged = False
-        self._qk = self.specs["sdpa_fwd"].span_part("qkv", "q_rope", "k_rope")  # of LayerActs.qkv
         self._g = 1.0  # grad_scale of the window in flight
         # Two cores, two threads of BLAS work: the main thread (kernels, classifier) and one
         # worker (weight gradients), each with single-threaded BLAS so they never oversubscribe.
@@ -153,11 +128,21 @@ class DynamicPipeline:
         self._pending: list[Future[None]] = []
         self._blas_limits = _single_threaded_blas() if overlap_blas else None
 
+    def _compile(self, spec: KernelSpec, weights: dict[str, bytes], name: str) -> runtime.Kernel:
+        """Compile one kernel, its time counted in :attr:`compile_s`."""
+        start = time.perf_counter()
+        kernel = self.backend.compile(spec.model.program, weights, name=name)
+        self.compile_s += time.perf_counter() - start
+        self.kernels[name] = kernel
+        return kernel
+
     def stage_weights(self, params: Params) -> None:
-        """Write every layer's weights into its input surfaces (after init and each update)."""
-        for bound in self.k.values():
-            bound.stage(params)
-        self.staged = True
+        """Make the kernels compute with ``params`` (after init and each update)."""
+        raise NotImplementedError
+
+    def window_evals(self) -> list[tuple[KernelSpec, int]]:
+        """Each kernel spec and how often one window evaluates it."""
+        raise NotImplementedError
 
     # ---- CPU work ---------------------------------------------------------------------------
 
@@ -251,13 +236,13 @@ class DynamicPipeline:
 
     # ---- one window -----------------------------------------------------------------------
 
-    def forward(self, params: Params, tokens: np.ndarray) -> tuple[np.ndarray, list[LayerActs]]:
+    def forward(self, params: Params, tokens: np.ndarray) -> tuple[np.ndarray, list[Any]]:
         """Run one window through the forward kernels: the final residual stream ``[D, S]``
-        and, per layer, what the backward needs (including the K/V taps a KV cache wants)."""
+        and, per layer, what the backward needs."""
         S = self.dims.seq
         if not self.staged:
             raise WeightsNotStaged(
-                "no weights in the kernels' input surfaces yet; call stage_weights(params) "
+                "no weights in the kernels yet; call stage_weights(params) "
                 "before running a window (and again after every update)"
             )
         tokens = np.asarray(tokens, dtype=np.int64)
@@ -265,11 +250,164 @@ class DynamicPipeline:
             raise ValueError(f"tokens must have shape [{S}], got {list(tokens.shape)}")
         with self.timer("elementwise"):
             x = np.ascontiguousarray(params["embed"][tokens].T)  # [D, S]
-        acts: list[LayerActs] = []
+        acts: list[Any] = []
         for layer in range(self.config.n_layers):
             x, a = self._layer_forward(layer, params.layer(layer), x)
             acts.append(a)
         return x, acts
+
+    def _layer_forward(self, layer: int, p: LayerParams, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    def _layer_backward(
+        self, layer: int, p: LayerParams, dp: LayerParams, a: Any, dx_next: np.ndarray
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward_backward(
+        self,
+        params: Params,
+        grads: Params,
+        tokens: np.ndarray,
+        targets: np.ndarray,
+        loss_scale: float = 1.0,
+        grad_scale: float = 1.0,
+        grads_done: Callable[[int | None], None] | None = None,
+    ) -> float:
+        """Mean cross-entropy of one window; adds ``loss_scale * grad_scale * dLoss/dW`` to
+        ``grads`` (deferred: call :meth:`wait` before reading them). ``grads_done(layer)`` runs
+        on the weight-gradient thread once a layer's gradients are added, then
+        ``grads_done(None)`` once the embedding's and final norm's are (data parallelism starts
+        summing them across ranks there, while the backward goes on)."""
+        S = self.dims.seq
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if np.shape(targets) != (S,):
+            raise ValueError(f"tokens and targets must have shape [{S}]")
+        self._g = grad_scale
+        x, acts = self.forward(params, tokens)
+        ct = self.vocab.compact(np.asarray(targets, dtype=np.int64))
+        losses, dx = self._head_forward_backward(params, grads, x, ct, loss_scale / S)
+        for layer in reversed(range(self.config.n_layers)):
+            dx = self._layer_backward(
+                layer, params.layer(layer), grads.layer(layer), acts[layer], dx
+            )
+            if grads_done is not None:
+                self._defer(lambda layer=layer: grads_done(layer))
+        with self.timer("elementwise"):
+            ge = grads["embed"]
+            dxg = dx.T * grad_scale
+
+            def embed_dw(t: np.ndarray = tokens, v: np.ndarray = dxg) -> None:
+                np.add.at(ge, t, v)
+
+            self._defer(embed_dw)
+        if grads_done is not None:
+            self._defer(lambda: grads_done(None))
+        return float(np.mean(losses))
+
+    def _head_forward_backward(
+        self, params: Params, grads: Params, x: np.ndarray, ct: np.ndarray, dloss: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Final norm, classifier over the compact vocabulary and the fused softmax + CE
+        backward on the CPU: x [D,S], compact targets [S] -> losses [S], dx [D,S]."""
+        xf, rrmsf = self._rmsnorm(x, params["rms_final"])  # [D,S], [S,1]
+        with self.timer("classifier"):
+            ids = self.vocab.rows
+            cembed = params.classifier[ids]  # [CV,D] (a view when every id is used)
+            xf_t = xf.T  # [S,D]
+            logits = self._matmul(xf_t, cembed.T)  # [S,CV]
+            losses, dlogits = self._crossentropy(logits, ct, dloss)  # [S], [S,CV]
+            dxf = self._classifier_backward(grads, dlogits, cembed, xf_t)  # [D,S]
+        dx = self._rmsnorm_backward(grads["rms_final"], dxf, x, params["rms_final"], rrmsf)
+        return losses, dx
+
+    def _classifier_backward(
+        self, grads: Params, dlogits: np.ndarray, cembed: np.ndarray, xf_t: np.ndarray
+    ) -> np.ndarray:
+        """dlogits [S,CV] -> dxf [D,S]; the embedding's gradient deferred."""
+        ids, g, gembed = self.vocab.rows, self._g, grads.classifier
+        dxf = self._matmul(dlogits, cembed).T  # [D,S]
+
+        def classifier_dw(dl: np.ndarray = dlogits, xf: np.ndarray = xf_t) -> None:
+            gembed[ids] += g * (dl.T @ xf)
+
+        self._defer(classifier_dw)
+        return dxf
+
+    # ---- bookkeeping ----------------------------------------------------------------------
+
+    def flops_per_window(self) -> int:
+        """Kernel FLOPs of one forward+backward window (all layers)."""
+        return sum(spec.flops * n for spec, n in self.window_evals())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self.wait()
+            self._pool.shutdown()
+        if self._split is not None:
+            self._split.shutdown()
+        if self._blas_limits is not None:
+            self._blas_limits.restore_original_limits()
+            self._blas_limits = None
+        for kernel in self.kernels.values():
+            kernel.unload()
+
+
+class DynamicPipeline(KernelPipeline):
+    """Compiles the ten kernels once and runs forward+backward for one ``[S]`` window."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        forward_only: bool = False,
+        prestage: bool | None = None,
+        **common: Any,
+    ) -> None:
+        """``common``: :class:`KernelPipeline`'s keywords (backend, chip, dtype, used_ids,
+        overlap_blas). ``prestage``: keep one input surface per layer and kernel with the
+        weights staged in it (None: when those surfaces take at most ``PRESTAGE_MAX_BYTES``)."""
+        super().__init__(config, **common)
+        self.forward_only = forward_only  # compile just the three forward kernels (prefill)
+        self.specs = {
+            name: spec
+            for name, spec in build_kernels(self.dims).items()
+            if not forward_only or name in FORWARD_KERNELS
+        }
+        for name, spec in self.specs.items():
+            self._compile(spec, spec.model.weights, name)
+        # weight-bearing kernels get one input surface per layer (staged once per update), the
+        # others use their own; unless those surfaces would be large: then each call writes its
+        # layer's weights into the kernel's own input surface
+        layer_bytes = sum(4 * math.prod(s.in_shape) for s in self.specs.values() if s.weights)
+        if prestage is None:
+            prestage = config.n_layers * layer_bytes <= PRESTAGE_MAX_BYTES
+        self.prestage = prestage
+        self.k = {
+            name: BoundKernel(
+                spec,
+                self.kernels[name],
+                self.timer,
+                config.n_layers * bool(spec.weights),
+                prestage=prestage,
+            )
+            for name, spec in self.specs.items()
+        }
+        self._qk = self.specs["sdpa_fwd"].span_part("qkv", "q_rope", "k_rope")  # of LayerActs.qkv
+
+    def stage_weights(self, params: Params) -> None:
+        """Write every layer's weights into its input surfaces (after init and each update)."""
+        for bound in self.k.values():
+            bound.stage(params)
+        self.staged = True
+
+    def window_evals(self) -> list[tuple[KernelSpec, int]]:
+        return [(spec, self.config.n_layers) for spec in self.specs.values()]
+
+    def forward_backward(self, *args: Any, **kwargs: Any) -> float:
+        if self.forward_only:
+            raise RuntimeError("this pipeline compiled only the forward kernels")
+        return super().forward_backward(*args, **kwargs)
 
     def _layer_forward(
         self, layer: int, p: LayerParams, x: np.ndarray
@@ -292,67 +430,6 @@ class DynamicPipeline:
         )
         acts.qk_raw = qk_raw
         return ffn["x_next"], acts
-
-    def forward_backward(
-        self,
-        params: Params,
-        grads: Params,
-        tokens: np.ndarray,
-        targets: np.ndarray,
-        loss_scale: float = 1.0,
-        grad_scale: float = 1.0,
-        grads_done: Callable[[int | None], None] | None = None,
-    ) -> float:
-        """Mean cross-entropy of one window; adds ``loss_scale * grad_scale * dLoss/dW`` to
-        ``grads`` (deferred: call :meth:`wait` before reading them). ``grads_done(layer)`` runs
-        on the weight-gradient thread once a layer's gradients are added, then
-        ``grads_done(None)`` once the embedding's and final norm's are (data parallelism starts
-        summing them across ranks there, while the backward goes on)."""
-        cfg, S = self.config, self.dims.seq
-        if self.forward_only:
-            raise RuntimeError("this pipeline compiled only the forward kernels")
-        tokens = np.asarray(tokens, dtype=np.int64)
-        if np.shape(targets) != (S,):
-            raise ValueError(f"tokens and targets must have shape [{S}]")
-        self._g = g = grad_scale
-        x, acts = self.forward(params, tokens)
-
-        # final norm, classifier over the compact vocabulary, fused softmax + CE backward
-        xf, rrmsf = self._rmsnorm(x, params["rms_final"])  # [D,S], [S,1]
-        with self.timer("classifier"):
-            ids = self.vocab.rows
-            cembed = params.classifier[ids]  # [CV,D] (a view when every id is used)
-            xf_t = xf.T  # [S,D]
-            logits = self._matmul(xf_t, cembed.T)  # [S,CV]
-            ct = self.vocab.compact(np.asarray(targets, dtype=np.int64))
-            losses, dlogits = self._crossentropy(logits, ct, loss_scale / S)  # [S], [S,CV]
-            dxf = self._matmul(dlogits, cembed).T  # [D,S]
-            gembed = grads.classifier
-
-            def classifier_dw(dl: np.ndarray = dlogits, xf: np.ndarray = xf_t) -> None:
-                gembed[ids] += g * (dl.T @ xf)
-
-            self._defer(classifier_dw)
-        dx = self._rmsnorm_backward(grads["rms_final"], dxf, x, params["rms_final"], rrmsf)
-
-        for layer in reversed(range(cfg.n_layers)):
-            dx = self._layer_backward(
-                layer, params.layer(layer), grads.layer(layer), acts[layer], dx
-            )
-            if grads_done is not None:
-                self._defer(lambda layer=layer: grads_done(layer))
-
-        with self.timer("elementwise"):
-            ge = grads["embed"]
-            dxg = dx.T * g
-
-            def embed_dw(t: np.ndarray = tokens, v: np.ndarray = dxg) -> None:
-                np.add.at(ge, t, v)
-
-            self._defer(embed_dw)
-        if grads_done is not None:
-            self._defer(lambda: grads_done(None))
-        return float(np.mean(losses))
 
     def _layer_backward(
         self, layer: int, p: LayerParams, dp: LayerParams, a: LayerActs, dx_next: np.ndarray
@@ -383,25 +460,6 @@ class DynamicPipeline:
         dxn = k["q_bwd"](layer, dq=dq_in)["dxn_q"]  # [D,S] Wq^T dq
         dxn += k["kv_bwd"](layer, dk=dk_in, dv=b1.tap("dv"))["dxn_kv"]  # Wk^T dk + Wv^T dv
         return dx + self._rmsnorm_backward(dp.rms_att, dxn, a.x, p.rms_att, a.rrms1)  # [D,S]
-
-    # ---- bookkeeping ----------------------------------------------------------------------
-
-    def flops_per_window(self) -> int:
-        """Kernel FLOPs of one forward+backward window (all layers)."""
-        per_layer = sum(s.flops for s in self.specs.values())
-        return per_layer * self.config.n_layers
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self.wait()
-            self._pool.shutdown()
-        if self._split is not None:
-            self._split.shutdown()
-        if self._blas_limits is not None:
-            self._blas_limits.restore_original_limits()
-            self._blas_limits = None
-        for kernel in self.kernels.values():
-            kernel.unload()
 
 
 def _single_threaded_blas() -> object | None:

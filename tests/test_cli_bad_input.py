@@ -39,6 +39,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "story.txt").write_text("Once upon a time.\n")
     (root / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     (root / "run").mkdir()
+    (root / "empty.toml").write_text("")
+    (root / "table.toml").write_text("[model]\n")
+    os.mkfifo(root / "fifo")
+    for name, text in {
+        "config.json": "garbage",
+        "metrics.jsonl": "x\n",
+        "summary.json": "[1",
+    }.items():
+        (root / f"bad_{name}").mkdir()
+        (root / f"bad_{name}" / name).write_text(text)
     return {k: str(root / k) for k in [p.name for p in root.iterdir()]} | {"root": str(root)}
 
 
@@ -82,6 +92,14 @@ CASES = [
     ("train --config latin1", "train --config {latin1.toml}"),
     ("train --config bad toml", "train --config {bad.toml}"),
     ("train --config huge", "TRAIN --config {huge.toml}"),
+    ("train --config fifo", "train --config {fifo}"),
+    ("train --config empty", "TRAIN --config {empty.toml}"),
+    ("train --config only [model]", "TRAIN --config {table.toml}"),
+    ("train --data fifo", "TRAIN --data {fifo}"),
+    ("train --data /dev/null", "TRAIN --data /dev/null"),
+    ("train --chip empty", "TRAIN --chip="),
+    ("train --accum huge", "TRAIN --accum 1000000000"),
+    ("train --out fifo", "TRAIN --out {fifo}"),
     ("train --data folder", "TRAIN --data {folder}"),
     ("train --data missing", "TRAIN --data {root}/nope.bin"),
     ("train --data odd size", "TRAIN --data {odd.bin}"),
@@ -105,10 +123,15 @@ CASES = [
     ("generate --top-p 0", "generate --ckpt {folder} --top-p 0"),
     ("generate --top-p nan", "generate --ckpt {folder} --top-p nan"),
     ("generate --seed -1", "generate --ckpt {folder} --seed -1"),
+    ("generate --ckpt fifo", "generate --ckpt {fifo}"),
     ("generate --max-memory 1K", "generate --ckpt {folder} --max-memory x"),
     ("dashboard missing", "dashboard {root}/nope --once"),
     ("dashboard a file", "dashboard {afile} --once"),
     ("dashboard empty folder", "dashboard {folder} --once"),
+    ("dashboard fifo", "dashboard {fifo} --once"),
+    ("dashboard bad config.json", "dashboard {bad_config.json} --once"),
+    ("dashboard bad metrics.jsonl", "dashboard {bad_metrics.jsonl} --once"),
+    ("dashboard bad summary.json", "dashboard {bad_summary.json} --once"),
     ("dashboard --refresh 0", "dashboard {folder} --refresh 0"),
     ("dashboard --refresh nan", "dashboard {folder} --refresh nan"),
     ("dashboard --refresh inf", "dashboard {folder} --refresh inf"),
@@ -128,12 +151,15 @@ CASES = [
     ("mil no action", "mil"),
     ("mil check missing", "mil check {root}/nope.mil"),
     ("mil check folder", "mil check {folder}"),
+    ("mil check fifo", "mil check {fifo}"),
+    ("mil check --weights fifo", "mil check {bad.mil} --weights {fifo}"),
     ("mil check binary", "mil check {binary.mil}"),
     ("mil check syntax", "mil check {bad.mil}"),
     ("mil check --weights file", "mil check {bad.mil} --weights {afile}"),
     ("mil check --target ios9", "mil check {bad.mil} --target ios9"),
     ("mil print missing", "mil print {root}/nope.mil"),
     ("mil print folder", "mil print {folder}"),
+    ("mil print fifo", "mil print {fifo}"),
     ("mil print binary", "mil print {binary.mil}"),
     ("data no action", "data"),
     ("data download nosuch", "data download nosuch"),
@@ -174,6 +200,7 @@ CASES = [
     ),
     ("data info missing", "data info {root}/nope.bin"),
     ("data info folder", "data info {folder}"),
+    ("data info fifo", "data info {fifo}"),
     ("data info odd", "data info {odd.bin}"),
     ("data info --vocab-size 0", "data info {tok.bin} --vocab-size 0"),
     ("data info --vocab-size small", "data info {tok.bin} --vocab-size 10"),
@@ -181,6 +208,7 @@ CASES = [
     ("export no format", "export"),
     ("export coreml missing", "export coreml {root}/nope.mil --out {root}/x.mlpackage"),
     ("export coreml binary", "export coreml {binary.mil} --out {root}/x.mlpackage"),
+    ("export coreml fifo", "export coreml {fifo} --out {root}/x.mlpackage"),
     ("export coreml folder", "export coreml {folder} --out {root}/x.mlpackage"),
     ("export coreml syntax", "export coreml {bad.mil} --out {root}/x.mlpackage"),
     ("doctor --chip m99", "doctor --chip m99"),
@@ -243,3 +271,30 @@ def test_file_system_errors_are_one_line(
         "anetrain: error: /data/run/metrics.jsonl: No space left on device; free space on that "
         "disk (or choose another --out) and run again\n"
     )
+
+
+# (command, what its one line must say): the message names the problem and the fix
+MESSAGES = [
+    ("train --config {fifo}", "is a named pipe (FIFO), not a regular file"),
+    ("TRAIN --data {fifo}", "is a named pipe (FIFO)"),
+    ("TRAIN --out {fifo}", "is a named pipe (FIFO), not a folder"),
+    ("TRAIN --config {empty.toml}", "missing dim, n_layers, n_heads, hidden_dim, vocab_size; set"),
+    ("TRAIN --config {table.toml}", 'or start from a preset with base = "<preset>"'),
+    ("TRAIN --chip=", "expected a chip name, got ''; known: m1,"),
+    ("TRAIN --accum 1000000000", "--accum: must be at most 4096"),
+    ("dashboard {bad_config.json} --once", "config.json: not a JSON object"),
+    ("dashboard {bad_metrics.jsonl} --once", "metrics.jsonl: no metrics records, 1 bad line(s)"),
+    ("dashboard {bad_summary.json} --once", "summary.json: not a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("command", "says"), MESSAGES, ids=[c for c, _ in MESSAGES])
+def test_the_line_says_what_is_wrong(
+    command: str, says: str, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        status = main(expand(command, files))
+    except SystemExit as stop:
+        status = stop.code
+    assert status != 0
+    assert says in capsys.readouterr().err

@@ -182,3 +182,11 @@ def test_shipped_example_config_loads() -> None:
     cfg = load_config(path)
     assert (cfg.n_heads, cfg.n_kv_heads, cfg.residual_scaling) == (4, 2, True)
     assert cfg.dim == load_config("tiny").dim
+
+
+def test_toml_with_a_byte_order_mark_loads(tmp_path) -> None:
+    plain, bom = tmp_path / "plain.toml", tmp_path / "bom.toml"
+    text = 'base = "tiny"\ndim = 48\n'
+    plain.write_text(text, encoding="utf-8")
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_config(bom) == load_config(plain)

@@ -446,3 +446,24 @@ def test_int8_io_not_allowed_but_int_ops_work_inside() -> None:
     k = runtime.compile(b.program(), backend="sim")
     assert np.array_equal(k(np.array([[1, 2], [3, 4]], np.float32)).ravel(), [0.5, 1, 1.5, 2])
     assert INT8 != UINT8
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["numpy", "fast"])
+def test_silu_of_infinities_is_its_limit(fast: bool) -> None:
+    """silu(-inf) is -0.0 (the limit x * sigmoid(x) takes from below), not -inf / inf = NaN;
+    silu(+inf) = +inf and NaN stays NaN, on both the NumPy and the numba path."""
+    from anetrain.runtime.opcheck.oracle import _silu
+    from anetrain.runtime.sim.fast import fast_available
+
+    if fast and not fast_available()[0]:
+        pytest.skip("the fast path needs numba (the 'fast' extra)")
+    x = np.array([-np.inf, -60000.0, -20.0, 0.0, np.inf, np.nan] * 2, np.float32).reshape(
+        1, 1, 1, 12
+    )
+    (got,) = run(lambda b: [b.silu(b.vars["x"])], {"x": x}, fast=fast)
+    with np.errstate(all="raise"):  # the float64 reference has no invalid operation
+        want = _silu(x)
+    for values in (got.reshape(-1)[:6], want.reshape(-1)[:6]):
+        assert values[0] == 0 and np.signbit(values[0]), values
+        assert values[1] == 0 and np.signbit(values[1]), values
+        assert values[4] == np.inf and np.isnan(values[5]), values

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,14 +89,36 @@ def _file_in_the_way(path: Path) -> Path | None:
     return None
 
 
+_SPECIAL = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _refuse_special(path: Path, text: str, wanted: str) -> None:
+    """Refuse a path that exists but is neither a regular file nor a folder: reading a FIFO
+    blocks until a writer comes, and an atomic write would rename over a device."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing, or unreadable: the reader's message names the fix
+        return
+    kind = _SPECIAL.get(stat.S_IFMT(mode))
+    if kind is not None:
+        raise argparse.ArgumentTypeError(f"{text} is {kind}, not {wanted}; give {wanted}")
+
+
 def file_path(text: str) -> Path:
-    """A file to read or write: not empty, not an existing folder, no file in the way of its
-    folder (whether it exists is left to the reader, whose message names the fix)."""
+    """A file to read or write: not empty, not an existing folder, FIFO or device, no file in
+    the way of its folder (whether it exists is left to the reader, whose message names the
+    fix)."""
     if not text:
         raise argparse.ArgumentTypeError("expected a file path, got an empty string")
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path")
+    _refuse_special(path, text, "a regular file")
     blocker = _file_in_the_way(path.parent)
     if blocker is not None:
         raise argparse.ArgumentTypeError(f"{text} is inside {blocker}, which is a file")
@@ -103,6 +126,32 @@ def file_path(text: str) -> Path:
 
 
 file_path.__name__ = "file"
+
+
+def file_or_folder(text: str) -> Path:
+    """An existing-or-not path to read that may be a file or a folder (a checkpoint or a run
+    folder, a weights folder): not empty, not a FIFO or device."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    path = Path(text)
+    _refuse_special(path, text, "a regular file or a folder")
+    return path
+
+
+file_or_folder.__name__ = "path"
+
+
+def folder_path(text: str) -> Path:
+    """A folder to read (a run folder): not empty, not a FIFO or device (whether it exists and
+    is a folder is left to the reader, whose message names the fix)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
+    path = Path(text)
+    _refuse_special(path, text, "a folder")
+    return path
+
+
+folder_path.__name__ = "folder"
 
 
 def file_or_stdout(text: str) -> str:
@@ -120,6 +169,7 @@ def output_folder(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
     path = Path(text)
+    _refuse_special(path, text, "a folder")
     blocker = _file_in_the_way(path)
     if blocker == path:
         raise argparse.ArgumentTypeError(f"{text} is a file; give a folder path")

@@ -15,8 +15,22 @@ if TYPE_CHECKING:
     from anetrain.hardware.chips import ChipProfile
 
 
+def chip_name(text: str) -> str:
+    """A chip name (checked against the profiles when the chip is resolved); an empty one is
+    refused here rather than read as "the default"."""
+    if not text.strip():
+        from anetrain.hardware.chips import chip_names
+
+        known = ", ".join(chip_names())
+        raise argparse.ArgumentTypeError(f"expected a chip name, got {text!r}; known: {known}")
+    return text
+
+
+chip_name.__name__ = "chip"
+
+
 def add_chip_options(p: argparse.ArgumentParser, chip_help: str) -> None:
-    p.add_argument("--chip", help=chip_help)
+    p.add_argument("--chip", type=chip_name, help=chip_help)
     p.add_argument(
         "--os",
         dest="macos",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
+
+from anetrain.commands.args import folder_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "phase and, when the run ends, its Efficiency Report and sample. Redraws until Ctrl-C, "
         "and exits by itself a few seconds after the run finishes.",
     )
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder (train --out)")
+    p.add_argument(
+        "run_dir", type=folder_path, metavar="RUN_DIR", help="the run folder (train --out)"
+    )
     p.add_argument(
         "--refresh",
         type=float,
@@ -48,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         raise DashboardError(f"--window must be at least 2 steps, got {args.window}")
     console = Console()
     if args.once:
-        print_frame(RunState.open(args.run_dir), console, Options(window=args.window))
+        state = RunState.open(args.run_dir)
+        problems = state.problems()
+        if problems:  # one frame is a report: damaged run files are an error, not a blank view
+            raise DashboardError(f"{'; '.join(problems)}; restore or remove the damaged file")
+        print_frame(state, console, Options(window=args.window))
         return 0
     return follow(args.run_dir, console, refresh=args.refresh, window=args.window)

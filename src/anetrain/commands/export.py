@@ -4,9 +4,8 @@ and ``hf`` (any model the loader reads as a Hugging Face folder ``transformers``
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from anetrain.commands.args import file_path
+from anetrain.commands.args import file_or_folder, file_path, output_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     coreml.add_argument("--out", type=file_path, required=True, help="output path, NAME.mlpackage")
     coreml.add_argument(
         "--weights",
-        type=Path,
+        type=file_or_folder,
         help="folder the BLOBFILE paths are relative to (default: the .mil file's folder)",
     )
     coreml.set_defaults(handler=run_coreml)
@@ -35,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run folders, checkpoints, Hugging Face folders, llama2.c and BLZT files.",
     )
     hf.add_argument("model", metavar="RUN_OR_CKPT_OR_FOLDER", help="the model to export")
-    hf.add_argument("--out", type=Path, required=True, help="a new (or empty) folder")
+    hf.add_argument("--out", type=output_folder, required=True, help="a new (or empty) folder")
     hf.add_argument(
         "--tokenizer",
         metavar="T",

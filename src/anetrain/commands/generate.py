@@ -14,10 +14,9 @@ import argparse
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from anetrain.commands.args import byte_size, seed
+from anetrain.commands.args import byte_size, file_or_folder, seed
 from anetrain.commands.chipargs import add_chip_options, resolve_chip
 from anetrain.errors import AnetrainError
 
@@ -37,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--ckpt",
-        type=Path,
+        type=file_or_folder,
         required=True,
         metavar="PATH",
         help="checkpoint file, run folder, Hugging Face model folder, llama2.c .bin or BLZT "

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from anetrain.commands.args import file_path
+from anetrain.commands.args import file_or_folder, file_path
 from anetrain.commands.chipargs import add_chip_options, resolve_chip
 from anetrain.errors import MILError
 
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("file", type=file_path, help="the .mil text file")
     check.add_argument(
         "--weights",
-        type=Path,
+        type=file_or_folder,
         help="folder holding the weight files (the model folder or its weights/ folder); "
         "default: the .mil file's folder",
     )

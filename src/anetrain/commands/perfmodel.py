@@ -13,6 +13,7 @@ import sys
 from dataclasses import replace
 
 from anetrain.commands.args import file_path
+from anetrain.commands.chipargs import chip_name
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fit.add_argument("files", nargs="+", type=file_path, metavar="FILE", help="bench JSON files")
     fit.add_argument("--out", type=file_path, required=True, metavar="PROFILE.json")
-    fit.add_argument("--chip", help="chip the files were measured on (default: as they say)")
+    fit.add_argument(
+        "--chip", type=chip_name, help="chip the files were measured on (default: as they say)"
+    )
     fit.add_argument("--no-scipy", action="store_true", help="use the NumPy optimizer")
     fit.set_defaults(handler=run_fit)
 

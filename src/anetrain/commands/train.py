@@ -13,6 +13,11 @@ from typing import Any
 from anetrain.commands.args import byte_size, count, file_path, number, output_folder, seed
 from anetrain.commands.chipargs import add_chip_options, resolve_chip
 
+# Windows per optimizer step are drawn, run and summed one by one: beyond a few thousand a
+# single step takes hours on the simulator (and the window list alone can exhaust memory), so
+# a larger value is a typo far more often than a batch size; more --steps is the way to more data.
+ACCUM_MAX = 4096
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -60,9 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--accum",
-        type=count(1),
+        type=count(1, ACCUM_MAX),
         help="windows of seq_len tokens per optimizer step (default 4; static: 10, as the "
-        "original's windows per compiled batch)",
+        f"original's windows per compiled batch; at most {ACCUM_MAX})",
     )
     p.add_argument(
         "--pipeline",

@@ -118,6 +118,7 @@ class RunState:
         self.steps: list[StepPoint] = []
         self.vals: list[ValPoint] = []
         self.bad_records = 0
+        self.bad_json: set[str] = set()  # run files present but not a JSON object
         self.metrics_mtime: float | None = None
         self._tail = JsonlTail(self.run_dir / METRICS)
         self._config_mtime: int | None = None
@@ -157,7 +158,7 @@ class RunState:
             return False
         restarted = self._config_mtime is not None and mtime is not None
         self._config_mtime = mtime
-        self.config = _read_json(self.run_dir / CONFIG)
+        self.config = self._read_json(CONFIG, mtime)
         if restarted:  # config.json is rewritten at every (re)start: read the metrics afresh
             self._tail.restart()
             self._clear()
@@ -171,8 +172,27 @@ class RunState:
         if mtime == self._summary_mtime:
             return False
         self._summary_mtime = mtime
-        self.summary = None if mtime is None else _read_json(self.run_dir / SUMMARY)
+        self.summary = self._read_json(SUMMARY, mtime)
         return True
+
+    def _read_json(self, name: str, mtime: int | None) -> dict[str, Any] | None:
+        """The JSON object in run file ``name`` (None when absent; noted in :attr:`bad_json`
+        when present but unreadable: the trainer writes these files atomically, so a bad one
+        is damage, not a write in progress)."""
+        self.bad_json.discard(name)
+        if mtime is None:
+            return None
+        value = _read_json(self.run_dir / name)
+        if value is None:
+            self.bad_json.add(name)
+        return value
+
+    def problems(self) -> list[str]:
+        """What is wrong with the run files read so far, one phrase per file (empty: none)."""
+        found = [f"{self.run_dir / name}: not a JSON object" for name in sorted(self.bad_json)]
+        if self.malformed and not self.steps and not self.vals:  # a few bad lines are shown
+            found.append(f"{self._tail.path}: no metrics records, {self.malformed} bad line(s)")
+        return found
 
     def _clear(self) -> None:
         self.steps.clear()

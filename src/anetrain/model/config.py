@@ -205,7 +205,8 @@ def load_config(name_or_path: str | Path) -> ModelConfig:
             raise ConfigKeyError(f"unknown model config {name!r}{_suggest(name, PRESETS)}")
         raise ConfigError(f"{name}: config file not found")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a leading byte-order mark (as some Windows editors save) is dropped
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from e
     except UnicodeDecodeError as e:
@@ -236,7 +237,18 @@ def from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> ModelConfig
     except ConfigError as e:
         raise type(e)(f"{source}: {e}") from None
     except TypeError as e:  # missing required fields
-        raise ConfigKeyError(f"{source}: {e}") from None
+        required = [
+            f.name
+            for f in dataclasses.fields(ModelConfig)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = ", ".join(name for name in required if name not in values)
+        if not missing:
+            raise ConfigKeyError(f"{source}: {e}") from None
+        raise ConfigKeyError(
+            f"{source}: missing {missing}; set them (at top level or under [model]), or "
+            f'start from a preset with base = "<preset>" (one of {", ".join(PRESETS)})'
+        ) from None
 
 
 # --- validation ------------------------------------------------------------------------------

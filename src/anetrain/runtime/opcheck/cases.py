@@ -490,7 +490,8 @@ def gen_cast(rng: np.random.Generator) -> Case:
         x = _floats(rng, src, shape, 30.0)
         if target in ("int8", "uint8", "int32") and not _chance(rng, 0.1):
             info = np.iinfo(NP[target])
-            x = np.clip(np.nan_to_num(x), info.min, min(info.max, 65504)).astype(NP[src])
+            x = np.clip(np.nan_to_num(x), max(info.min, -65504), min(info.max, 65504))
+            x = x.astype(NP[src])
     else:
         x = _ints(rng, src, shape)
         if target in ("int8", "uint8") and src == "int32" and not _chance(rng, 0.1):

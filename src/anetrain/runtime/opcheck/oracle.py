@@ -209,7 +209,10 @@ def run_coreml(
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
-    x64 = x.astype(np.float64)
+    """``x * sigmoid(x)`` as ``x / (1 + exp(-x))``, with silu(-inf) its limit -0.0 (what every
+    large finite negative input gives) rather than IEEE's -inf / inf = NaN: -inf is clamped to
+    the most negative float64 first (NaN stays NaN; exp's overflow to inf is the intent)."""
+    x64 = np.maximum(x.astype(np.float64), np.finfo(np.float64).min)
     with np.errstate(over="ignore"):
         return x64 / (1.0 + np.exp(-x64))
 
@@ -318,7 +321,8 @@ def compare(op: str, ours: np.ndarray, ref: np.ndarray, fp16: bool) -> str | Non
         i = tuple(int(j) for j in np.argwhere(bad)[0])
         return f"at {list(i)}: ours {ours[i]}, reference {ref[i]}"
     got = ours.astype(np.float64)
-    want = ref.astype(np.float16 if fp16 else np.float32).astype(np.float64)
+    with np.errstate(over="ignore"):  # a float64 reference beyond the storage range is +-inf
+        want = ref.astype(np.float16 if fp16 else np.float32).astype(np.float64)
     nan = np.isnan(got) | np.isnan(want)
     finite = np.isfinite(want)
     scale = float(np.max(np.abs(want[finite]), initial=1.0))

@@ -135,10 +135,11 @@ def sigmoid_finish(t: np.ndarray, ftz: bool) -> None:
 
 @numba.njit(**_OPTS)
 def silu_finish(x: np.ndarray, t: np.ndarray, ftz: bool) -> None:
-    """``t = round(x / (t + 1))`` where ``t`` holds ``exp(-x)`` (computed by NumPy)."""
+    """``t = round(x / (t + 1))`` where ``t`` holds ``exp(-x)`` (computed by NumPy); silu(-inf)
+    is its limit -0.0, not -inf / inf = NaN."""
     one = np.float32(1.0)
     for i in range(t.size):
-        t[i] = r16(x[i] / (t[i] + one), ftz)
+        t[i] = np.float32(-0.0) if x[i] == -np.inf else r16(x[i] / (t[i] + one), ftz)
 
 
 @numba.njit(**_OPTS)

@@ -102,7 +102,8 @@ def _unary(op: Operation, ctx: PlanContext) -> Callable[[np.ndarray], None]:
             np.negative(x, out=r)
             np.exp(r, out=r)
             r += 1
-            np.divide(x, r, out=r)
+            # silu(-inf) is its limit -0.0, not -inf / inf = NaN: clamp -inf to the lowest float
+            np.divide(np.maximum(x, np.finfo(x.dtype).min), r, out=r)
 
         return silu
     raise KeyError(kind)

@@ -100,6 +100,17 @@ def save_folder(path: Path, kind: str, seed: int = 0, **over: Any) -> tuple[Path
     return path, model, tok
 
 
+def save_fp16_folder(path: Path, kind: str, seed: int = 0) -> tuple[Path, Any, Any]:
+    """:func:`save_folder` with weights exactly representable in fp16 (a LoRA base is held in
+    fp16, so the oracle and anetrain then start from the very same weights)."""
+    path, model, tok = save_folder(path, kind, seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    model.save_pretrained(path)
+    return path, model, tok
+
+
 def hf_logits(model: Any, tokens: Any) -> Any:
     with torch.no_grad():
         out = model(torch.as_tensor(tokens, dtype=torch.long).reshape(1, -1))

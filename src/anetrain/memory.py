@@ -40,13 +40,17 @@ def available_bytes() -> int | None:
         return None
 
 
-def training_bytes(model: ModelConfig) -> int:
+def training_bytes(model: ModelConfig, lora_params: int | None = None) -> int:
     """Training state: weights, gradients and both Adam moments in fp32 (one flat buffer
     each), the checkpoint being serialised (weights and moments, plus its bytes), the fp16
-    weights staged into the kernels, and one window's activations and logits."""
+    weights staged into the kernels, and one window's activations and logits.
+
+    With ``lora_params`` adapters: the base in fp16 plus one fp32 model (the load, and the
+    merged model validation and samples read) instead, and the state is the adapters'."""
     p = model.n_params
-    state = 4 * p * FP32
-    checkpoint = 2 * 3 * p * FP32
+    t = p if lora_params is None else lora_params
+    state = 4 * t * FP32 if lora_params is None else 4 * t * FP32 + p * (FP16 + FP32)
+    checkpoint = 2 * 3 * t * FP32
     staged = p * FP16
     s = model.seq_len
     activations = model.n_layers * s * (8 * model.dim + 3 * model.hidden_dim) * FP32

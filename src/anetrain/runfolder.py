@@ -6,6 +6,8 @@ and the dashboard read (the layout is described in docs/formats.md, "The run fol
     <run>/summary.json         the Efficiency Report, written when the run ends
     <run>/ckpt_last.safetensors  the latest checkpoint (what --resume continues from)
     <run>/ckpt_best.safetensors  the checkpoint with the best validation loss so far
+    <run>/adapter/             LoRA runs: the adapters as a PEFT folder (adapter_config.json,
+                               adapter_model.safetensors), rewritten with every checkpoint
 
 Step records carry one ``<phase>_ms`` field per phase of :data:`PHASES`, and the same times
 under maderix/ANE's ``train_large`` names (:data:`ORIGINAL_FIELDS`) as ms per window (its "step"
@@ -25,6 +27,7 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CKPT_LAST = "ckpt_last.safetensors"
 CKPT_BEST = "ckpt_best.safetensors"
+ADAPTER_DIR = "adapter"
 RUN_FILES = (CONFIG, METRICS, SUMMARY)
 
 # Where a training step's wall time goes, in the order the dashboard shows it: kernel evals,

@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="T",
         help="tokenizer.json or its folder to copy (default: the model's or run's own)",
     )
+    hf.add_argument(
+        "--merge",
+        action="store_true",
+        help="LoRA runs: write the base with the adapters folded in (default: the PEFT adapter "
+        "folder, adapter_config.json + adapter_model.safetensors)",
+    )
     hf.set_defaults(handler=run_hf)
 
 
@@ -65,6 +71,17 @@ def run_hf(args: argparse.Namespace) -> int:
 
     check_model_load(args.model)
     model = load_model(args.model, find_tokenizer=args.tokenizer is None)
+    if model.adapters is not None and not args.merge:
+        from anetrain.model.lora import write_peft
+
+        if args.out.exists() and any(args.out.iterdir()):
+            raise HFModelError(f"{args.out}: folder exists and is not empty; choose a new --out")
+        write_peft(args.out, model.adapters, model.base)
+        print(
+            f"wrote {args.out} (PEFT LoRA adapters, rank {model.adapters.lora.rank}, for base "
+            f"{model.base}; --merge writes the merged model instead)"
+        )
+        return 0
     spec = args.tokenizer or model.tokenizer
     if spec is None or not is_hf_tokenizer_spec(spec):
         found = f"its tokenizer is {spec!r}" if spec else "no tokenizer is recorded with it"

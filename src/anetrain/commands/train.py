@@ -128,6 +128,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse to start when the run's estimated memory exceeds SIZE (e.g. 8G); "
         "default: the machine's available memory",
     )
+    lora = p.add_argument_group(
+        "LoRA", "fine-tune low-rank adapters on the frozen --init model (PEFT-compatible files)"
+    )
+    lora.add_argument(
+        "--lora-rank",
+        type=int,
+        metavar="R",
+        help="train rank-R adapters W + (alpha/R) B A instead of every weight (needs --init)",
+    )
+    lora.add_argument(
+        "--lora-alpha", type=float, metavar="A", help="LoRA alpha (default: R, scaling 1)"
+    )
+    lora.add_argument(
+        "--lora-dropout",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="adapter input dropout; only 0 is supported (the kernels run the merged weight)",
+    )
+    lora.add_argument(
+        "--lora-targets",
+        metavar="LIST",
+        help="projections to adapt, from q,k,v,o,gate,up,down (default: all seven)",
+    )
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a bar")
     p.add_argument(
         "--dist-timeout",
@@ -181,18 +205,29 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     from anetrain.train.loop import TrainConfig, Trainer, TrainError, write_json
 
     console = Console(stderr=False, quiet=not world.is_writer)  # rank 0 speaks for the run
+    if args.lora_rank is not None and args.init is None and not args.resume:
+        raise TrainError(
+            "--lora-rank needs --init DIR: LoRA adapts an existing model (a Hugging Face folder, "
+            "a checkpoint or run folder)"
+        )
     init = _load_init(args) if args.init is not None else None
+    lora_resume = _lora_resume(args) if args.resume and args.out is not None else None
+    if lora_resume is not None:
+        init = lora_resume[0]
     if init is not None:
         model = init.config
-        name = Path(args.init).name or "init"
+        name = (Path(args.init).name or "init") if args.init is not None else args.out.name
     else:
         model = load_config(args.config if args.config is not None else args.model or "tiny")
         name = args.config.stem if args.config is not None else args.model or "tiny"
     if args.resume and args.out is None:
         raise TrainError("--resume needs --out DIR (the run folder to continue)")
+    trainable = _lora_trainable(args, init, lora_resume) if init is not None else None
+    if trainable is not None:  # the fp32 weights loaded are not needed beside the fp16 base
+        init.params = trainable.params
     check_fits(
         f"training {name} ({model.n_params / 1e6:,.1f}M parameters)",
-        training_bytes(model),
+        training_bytes(model, None if trainable is None else trainable.values.flat.size),
         args.max_memory,
         hint="use a smaller --model/--config",
     )
@@ -255,7 +290,14 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     )
     progress = _Progress(console, cfg.steps, quiet=args.no_progress or not world.is_writer)
     trainer = Trainer(
-        model, data, cfg, out, resume=args.resume, on_step=progress.update, world=world
+        model,
+        data,
+        cfg,
+        out,
+        resume=args.resume,
+        on_step=progress.update,
+        world=world,
+        trainable=trainable,
     )
     for note in trainer.notes:
         console.print(f"[yellow]warning:[/] {note}")
@@ -268,7 +310,15 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     if args.resume:
         resumed = f"[RESUMED step {trainer.step}, {trainer.prior.restarts} restarts so far]"
         console.print(resumed, markup=False)
-    if init is not None:  # the weights to start from replace the scratch init
+    if trainable is not None:
+        assert trainable.lora is not None
+        n = trainable.values.flat.size
+        console.print(
+            f"LoRA rank {trainable.lora.rank}, alpha {trainable.lora.alpha:g} on "
+            f"{','.join(trainable.lora.targets)}: {n:,} trainable parameters "
+            f"({100 * n / model.n_params:.2f}% of {model.n_params / 1e6:.2f}M, base frozen in fp16)"
+        )
+    elif init is not None:  # the weights to start from replace the scratch init
         trainer.params.flat[...] = init.params.flat
         trainer.pipeline.stage_weights(trainer.params)
     run_config = {
@@ -282,6 +332,8 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         run_config["init"] = {"path": str(init.path), "format": init.kind}
         if init.hf_config is not None:
             run_config["init"]["hf_config"] = init.hf_config
+    if trainable is not None:
+        run_config["lora"] = trainable.record()
     if world.is_writer:
         write_json(out / runfolder.CONFIG, run_config)
     with progress:
@@ -304,6 +356,47 @@ def _train(args: argparse.Namespace, world: Any) -> int:
             f"anetrain train ... --out {out} --resume"
         )
     return 0
+
+
+def _lora_trainable(args: argparse.Namespace, init: Any, resumed: Any) -> Any:
+    """The LoRA adapters to train on ``init``'s weights (None: full training)."""
+    from anetrain.model.lora import lora_config
+    from anetrain.train.trainable import LoraTrainable
+
+    if resumed is not None:  # settings from the checkpoint unless given again
+        _, rec, base_path = resumed
+        rank = args.lora_rank if args.lora_rank is not None else rec.rank
+        alpha = args.lora_alpha if args.lora_alpha is not None else rec.alpha
+        targets = args.lora_targets or ",".join(rec.targets)
+    elif args.lora_rank is None:
+        return None
+    else:
+        rank, alpha, targets = args.lora_rank, args.lora_alpha, args.lora_targets
+    lora = lora_config(init.config, rank, alpha, targets, args.lora_dropout)
+    if resumed is None:
+        base_path = str(init.path.resolve())
+    return LoraTrainable(init.params, lora, args.seed, base_path=base_path)
+
+
+def _lora_resume(args: argparse.Namespace) -> tuple[Any, Any, str] | None:
+    """For ``--resume`` of a LoRA run: its base model (loaded from the recorded path and
+    checked), LoRA settings and base path; None for a full run."""
+    from anetrain import runfolder
+    from anetrain.model.checkpoint import read_metadata
+    from anetrain.model.loader import _lora_base
+    from anetrain.model.lora import LoraConfig
+
+    path = args.out / runfolder.CKPT_LAST
+    if not path.is_file():
+        return None
+    rec = read_metadata(path)["extra"].get("lora")
+    if not isinstance(rec, dict):
+        if args.lora_rank is not None:
+            from anetrain.train.loop import TrainError
+
+            raise TrainError(f"{path}: a full training run; resume it without --lora-*")
+        return None
+    return _lora_base(path, rec["base"]), LoraConfig.from_dict(rec["config"]), rec["base"]["path"]
 
 
 def _load_init(args: argparse.Namespace) -> Any:
@@ -406,7 +499,7 @@ def _sample(
     tok = load_tokenizer(tokenizer_spec)
     prompt = tok.encode("Once upon a time", bos=True, eos=False)
     new = generate(
-        trainer.params,
+        trainer.trainable.model_params(),
         trainer.model,
         prompt,
         min(args.sample_tokens, trainer.model.seq_len - len(prompt)),
@@ -470,6 +563,13 @@ def _report(console: Any, s: dict[str, Any], trainer: Any) -> None:
             f"{s['modeled_ane_ms_per_step']:.2f} ms/step kernels, "
             f"{s['modeled_kernel_tflops']:.3f} TFLOPS, "
             f"{s['modeled_utilization_pct']:.1f}% of peak (performance model)",
+        )
+    if s.get("lora"):
+        lora = s["lora"]
+        t.add_row(
+            "LoRA",
+            f"rank {lora['rank']}, alpha {lora['alpha']:g} on {','.join(lora['targets'])}: "
+            f"{s['trainable_params']:,} trainable parameters, base frozen",
         )
     if s["skipped_steps"]:
         t.add_row("Skipped steps", str(s["skipped_steps"]))

@@ -132,7 +132,7 @@ def _header_panel(state: RunState, now: float) -> Panel:
     top.add_column(justify="right", no_wrap=True)
     top.add_row(Text(str(state.run_dir), style="bold"), _status(state))
     if model:
-        lines = [_model_line(model), _train_line(state, cfg, train)]
+        lines = [_model_line(model), *_lora_line(cfg.get("lora")), _train_line(state, cfg, train)]
     else:
         lines = [Text("waiting for config.json (written once the kernels compile)", style="dim")]
     for line in lines:
@@ -173,6 +173,15 @@ def _model_line(model: dict[str, Any]) -> Text:
     if params is not None:
         parts.append(f"{fmt.millions(params)} params")
     return Text(" · ".join(parts))
+
+
+def _lora_line(lora: Any) -> list[Text]:
+    """A LoRA run's adapter settings (config.json's ``lora``), else nothing."""
+    if not (isinstance(lora, dict) and isinstance(lora.get("config"), dict)):
+        return []
+    c = lora["config"]
+    targets = ",".join(map(str, c.get("targets") or []))
+    return [Text(f"LoRA r{c.get('rank')} alpha {c.get('alpha')} on {targets} · base frozen")]
 
 
 def _plural(n: Any, word: str) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 from anetrain.errors import AnetrainError
 from anetrain.fsutil import atomic_write
 from anetrain.model.config import ModelConfig, from_dict
+from anetrain.model.lora import Adapters, LoraConfig
 from anetrain.model.params import Params
 
 MAGIC = "anetrain-checkpoint"
@@ -36,10 +37,10 @@ class CheckpointError(AnetrainError):
 @dataclass
 class Checkpoint:
     config: ModelConfig
-    params: Params
+    params: Params | Adapters  # adapters only, for a LoRA run (extra["lora"] names the base)
     step: int = 0
-    adam_m: Params | None = None
-    adam_v: Params | None = None
+    adam_m: Params | Adapters | None = None
+    adam_v: Params | Adapters | None = None
     adam_t: int = 0
     scaler: dict[str, Any] = field(default_factory=dict)
     rng: dict[str, Any] = field(default_factory=dict)
@@ -184,8 +185,16 @@ def load_checkpoint(path: str | Path, expect: ModelConfig | None = None) -> Chec
         raise CheckpointError(f"{path}: corrupt or truncated tensor data ({err})") from None
     if _crc(tensors, meta) != meta["crc32"]:
         raise CheckpointError(f"{path}: contents do not match their CRC-32 (corrupt file)")
+    lora = meta["extra"].get("lora")
+    try:
+        adapters = None if lora is None else LoraConfig.from_dict(lora["config"])
+        if adapters is not None and not isinstance(lora["base"]["id"], str):
+            raise TypeError("base id")
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt LoRA metadata ({err!r})") from None
     groups = {
-        prefix: _group(tensors, prefix, config, path) for prefix in ("param", "adam_m", "adam_v")
+        prefix: _group(tensors, prefix, config, path, adapters)
+        for prefix in ("param", "adam_m", "adam_v")
     }
     if groups["param"] is None:
         raise CheckpointError(f"{path}: holds no parameters")
@@ -206,12 +215,17 @@ def load_checkpoint(path: str | Path, expect: ModelConfig | None = None) -> Chec
 
 
 def _group(
-    tensors: dict[str, np.ndarray], prefix: str, config: ModelConfig, path: Path
-) -> Params | None:
+    tensors: dict[str, np.ndarray],
+    prefix: str,
+    config: ModelConfig,
+    path: Path,
+    lora: LoraConfig | None = None,
+) -> Params | Adapters | None:
+    """The tensors under ``prefix/``: model parameters, or LoRA adapters when ``lora``."""
     names = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
     if not names:
         return None
-    params = Params(config)
+    params = Params(config) if lora is None else Adapters(config, lora)
     missing = set(params.tensors) - set(names)
     if missing:
         raise CheckpointError(f"{path}: {prefix} tensors missing: {', '.join(sorted(missing))}")

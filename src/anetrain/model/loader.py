@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from anetrain.model._io import ModelFileError
 from anetrain.model.checkpoint import CheckpointError, load_checkpoint
 from anetrain.model.config import ModelConfig
@@ -25,6 +27,7 @@ from anetrain.model.hf import INDEX as HF_INDEX
 from anetrain.model.hf import WEIGHTS as HF_WEIGHTS
 from anetrain.model.hf import import_hf, is_hf_folder, looks_like_hub_id
 from anetrain.model.llama2c import MAGIC_V1, import_llama2c
+from anetrain.model.lora import Adapters, LoraError, base_fingerprint
 from anetrain.model.original import MAGIC as BLZT
 from anetrain.model.original import import_original_checkpoint
 from anetrain.model.params import Params
@@ -53,6 +56,8 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     vocab_ids: list[int] | None = None  # the ids a compacted classifier was trained over
     hf_config: dict[str, Any] | None = None  # the source config.json (kept for export hf)
+    adapters: Adapters | None = None  # a LoRA run's adapters (params are then base + them)
+    base: str | None = None  # a LoRA run's base model, as recorded
 
     @property
     def description(self) -> str:
@@ -142,6 +147,7 @@ def _load_anetrain(path: Path, find_tokenizer: bool) -> LoadedModel:
     elif (path.parent / RUN_CONFIG).is_file():
         run_dir = path.parent
     c = load_checkpoint(path)
+    base = _lora_base(path, c.extra["lora"]["base"]) if isinstance(c.params, Adapters) else None
     try:
         run = _run_config(run_dir) if run_dir is not None else {}
     except CheckpointError:
@@ -150,6 +156,22 @@ def _load_anetrain(path: Path, find_tokenizer: bool) -> LoadedModel:
         run = {}
     tokenizer = _run_tokenizer(run_dir, run) if run_dir is not None and find_tokenizer else None
     init = run.get("init") if isinstance(run.get("init"), dict) else {}
+    if base is not None and isinstance(c.params, Adapters):
+        if tokenizer is None and find_tokenizer:
+            tokenizer = base.tokenizer
+        return LoadedModel(
+            path,
+            "anetrain",
+            c.config,
+            c.params.merged(base.params.astype(np.float16)),
+            tokenizer,
+            c.step,
+            vocab_ids=c.extra.get("vocab_ids"),
+            hf_config=base.hf_config or init.get("hf_config"),
+            adapters=c.params,
+            base=str(base.path),
+        )
+    assert isinstance(c.params, Params)
     return LoadedModel(
         path,
         "anetrain",
@@ -160,6 +182,24 @@ def _load_anetrain(path: Path, find_tokenizer: bool) -> LoadedModel:
         vocab_ids=c.extra.get("vocab_ids"),
         hf_config=init.get("hf_config"),
     )
+
+
+def _lora_base(ckpt: Path, record: dict[str, Any]) -> LoadedModel:
+    """The base model a LoRA checkpoint records, refused unless it is the very one trained on."""
+    where = record.get("path")
+    if not where or not Path(where).exists():
+        raise LoraError(
+            f"{ckpt}: LoRA adapters for base {where!r}, which is not there; put the base model "
+            "back at that path"
+        )
+    base = load_model(where, find_tokenizer=True)
+    found = base_fingerprint(base.params.astype(np.float16))
+    if found != record.get("id"):
+        raise LoraError(
+            f"{ckpt}: adapters were trained on base {record.get('id')}, but {where} is now "
+            f"{found} (another model or changed weights); restore the original base"
+        )
+    return base
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:

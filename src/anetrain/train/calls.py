@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -146,23 +146,30 @@ class BoundKernel:
             request.eval()
         return Outputs(self.spec, request.outputs[0], self.timer)
 
-    def stage(self, params: Params) -> None:
-        """Write every binding's weight regions from ``params`` (layer = binding index); with
-        per-call weights, remember ``params`` for the calls to write from."""
+    def stage(self, params: Params | Any, only: Collection[str] | None = None) -> None:
+        """Write every binding's weight regions from ``params`` (layer = binding index; anything
+        whose ``params[name][layer]`` is a weight), or only those of the parameters ``only``
+        (what an update changed); with per-call weights, remember ``params`` for the calls to
+        write from (every region, so ``only`` changes nothing there)."""
         if self.per_call:
             self._params = params
             return
         for layer, surface in enumerate(self.inputs):
-            self._write_weights(surface, layer, params)
+            self._write_weights(surface, layer, params, only)
 
     def _write_weights(
-        self, surface: runtime.Surface, layer: int, params: Params | None = None
+        self,
+        surface: runtime.Surface,
+        layer: int,
+        params: Params | Any = None,
+        only: Collection[str] | None = None,
     ) -> None:
         if params is None:
             params = self._params
         if params is None:
             raise RuntimeError(f"kernel {self.spec.name!r}: weights were never staged")
+        weights = [w for w in self.spec.weights.values() if only is None or w.param in only]
         with self.timer("io"):
-            for w in self.spec.weights.values():
+            for w in weights:
                 data = w.layout(params[w.param][layer])
                 surface.write_block(data, w.region.ch, w.region.col)

@@ -39,8 +39,8 @@ from anetrain.hardware.chips import get_chip
 from anetrain.mil.types import FP16, FP32
 from anetrain.model import reference
 from anetrain.model.config import ModelConfig
-from anetrain.model.params import Params, init_params
-from anetrain.runfolder import CKPT_BEST, CKPT_LAST, METRICS, phase_key
+from anetrain.model.params import init_params
+from anetrain.runfolder import ADAPTER_DIR, CKPT_BEST, CKPT_LAST, METRICS, phase_key
 from anetrain.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -54,6 +54,7 @@ from anetrain.train.optim import AdamW, AdamWConfig, all_finite, clip_factor, gl
 from anetrain.train.pipeline import used_token_ids
 from anetrain.train.scaler import LossScaler
 from anetrain.train.schedule import CosineSchedule
+from anetrain.train.trainable import FullTrainable, LoraTrainable
 
 # Consecutive steps with non-finite gradients or loss after which the run stops: the dynamic
 # scaler has backed off to its floor long before, so the model itself has diverged.
@@ -156,7 +157,10 @@ class Trainer:
         resume: bool = False,
         on_step: Callable[[StepRecord], None] | None = None,
         world: SingleProcess | None = None,
+        trainable: FullTrainable | LoraTrainable | None = None,
     ) -> None:
+        """``trainable``: what to optimize (default: every weight of a scratch-initialised
+        model; :class:`~anetrain.train.trainable.LoraTrainable` for LoRA on a frozen base)."""
         if model.seq_len + 1 > len(data.train):
             raise TrainError(f"training data has fewer than seq_len+1={model.seq_len + 1} tokens")
         self.model = model
@@ -170,11 +174,19 @@ class Trainer:
             self.world.rank,
             self.world.size,
         )
-        self.params = init_params(model, train.seed)
-        self.grads = self.params.zeros_like()
+        if trainable is None:
+            trainable = FullTrainable(init_params(model, train.seed))
+        if trainable.lora is not None and train.pipeline != "dynamic":
+            raise TrainError(
+                f"--lora-rank needs --pipeline dynamic: the {train.pipeline} pipeline bakes every "
+                "weight into its kernels and has no LoRA gradient path"
+            )
+        self.trainable = trainable
+        self.params = trainable.params  # what the pipeline reads (a LoRA base is frozen fp16)
+        self.grads = trainable.grads
         self.adam = AdamW(
-            self.params.flat.size,
-            self.params.decay_mask(),
+            trainable.values.flat.size,
+            trainable.values.decay_mask(),
             AdamWConfig(weight_decay=train.weight_decay),
         )
         self.scaler = LossScaler(train.loss_scale, dynamic=train.dynamic_loss_scale)
@@ -213,7 +225,7 @@ class Trainer:
                 f"compile budget {be.compile_budget} is below the {be.compile_count} + "
                 f"{self.pipeline.compiles_per_stage} compiles one batch of this pipeline needs"
             )
-        self.pipeline.stage_weights(self.params)
+        self.trainable.stage(self.pipeline)
         self.batches = 1 if self.pipeline.compiles_per_stage else 0
         self.train_s = 0.0
         self.kernel_ms = 0.0
@@ -235,7 +247,7 @@ class Trainer:
     def _resume(self) -> None:
         """Rank 0 reads the last checkpoint; every rank gets its weights and state."""
         state = self.world.broadcast_state(
-            self._load_last, lambda _: (self.params.flat, self.adam.m, self.adam.v)
+            self._load_last, lambda _: (self.trainable.values.flat, self.adam.m, self.adam.v)
         )
         self.notes += state["notes"]
         self.adam.t = state["adam_t"]
@@ -266,7 +278,24 @@ class Trainer:
                 f"--steps {self.cfg.steps} differs from the {before} this run started with: the "
                 "learning-rate schedule is laid out over the new total from here on"
             )
-        self.params.flat[...] = ckpt.params.flat
+        lora = self.trainable.lora
+        lora_ckpt = ckpt.extra.get("lora")
+        if (lora is None) != (lora_ckpt is None):
+            raise TrainError(
+                f"{path}: is a {'full' if lora_ckpt is None else 'LoRA'} training checkpoint; "
+                f"resume it as one (this run trains {'every weight' if lora is None else 'LoRA'})"
+            )
+        if lora is not None and lora_ckpt["config"] != lora.to_dict():
+            raise TrainError(
+                f"{path}: adapters have LoRA settings {lora_ckpt['config']}, this run "
+                f"{lora.to_dict()}; resume with the run's own --lora-* values"
+            )
+        if lora is not None and lora_ckpt["base"]["id"] != self.trainable.base_id:
+            raise TrainError(
+                f"{path}: adapters were trained on base {lora_ckpt['base']['id']}, not on this "
+                f"one ({self.trainable.base_id}); resume with the original base model"
+            )
+        self.trainable.values.flat[...] = ckpt.params.flat
         if ckpt.adam_m is None or ckpt.adam_v is None:
             raise TrainError(f"{path}: has no optimizer state, cannot resume training from it")
         self.adam.load_state_dict({"m": ckpt.adam_m.flat, "v": ckpt.adam_v.flat, "t": ckpt.adam_t})
@@ -283,12 +312,20 @@ class Trainer:
         return {"notes": notes, "run": run, **{k: getattr(ckpt, k) for k in keys}}
 
     def checkpoint(self) -> Checkpoint:
-        m, v = Params(self.model), Params(self.model)
+        values = self.trainable.values
+        m, v = values.zeros_like(), values.zeros_like()
         m.flat[...] = self.adam.m
         v.flat[...] = self.adam.v
+        extra: dict[str, Any] = {
+            "train": asdict(self.cfg),
+            "vocab_ids": self.vocab_ids(),
+            "run": asdict(self.totals()),
+        }
+        if isinstance(self.trainable, LoraTrainable):  # the adapters only, and which base
+            extra["lora"] = self.trainable.record()
         return Checkpoint(
             config=self.model,
-            params=self.params,
+            params=values,
             step=self.step,
             adam_m=m,
             adam_v=v,
@@ -296,11 +333,7 @@ class Trainer:
             scaler=self.scaler.state_dict(),
             data=self.sampler.state_dict(),
             best_loss=self.best_loss,
-            extra={
-                "train": asdict(self.cfg),
-                "vocab_ids": self.vocab_ids(),
-                "run": asdict(self.totals()),
-            },
+            extra=extra,
         )
 
     @property
@@ -342,7 +375,7 @@ class Trainer:
             self.restart_due = True
             return 0.0
         before = self.pipeline.compile_s
-        self.pipeline.stage_weights(self.params)
+        self.trainable.stage(self.pipeline)
         compiled = self.pipeline.compile_s - before
         self.batches += compiled > 0
         return compiled
@@ -370,6 +403,8 @@ class Trainer:
                 f"{err}; the checkpoint already there is intact: fix the cause and continue "
                 "with --resume"
             ) from err
+        if isinstance(self.trainable, LoraTrainable):  # the PEFT folder, beside the checkpoint
+            self.trainable.write_peft(self.out / ADAPTER_DIR)
         if improved:
             try:
                 with path.open("rb") as src, atomic_writer(self.out / CKPT_BEST) as dst:
@@ -383,7 +418,8 @@ class Trainer:
 
     def check_ranks_agree(self) -> None:
         """Every rank holds the same weights, moments and run state (free on one process)."""
-        arrays = {"parameters": self.params.flat, "Adam m": self.adam.m, "Adam v": self.adam.v}
+        arrays = {"parameters": self.trainable.values.flat, "Adam m": self.adam.m}
+        arrays["Adam v"] = self.adam.v
         train = {k: v for k, v in asdict(self.cfg).items() if k not in ("backend", "chip")}
         state = {"step": self.step, "sampler": self.sampler.state_dict(), "adam_t": self.adam.t}
         state.update(scaler=self.scaler.state_dict(), train=train)
@@ -404,9 +440,16 @@ class Trainer:
         loss = 0.0
         mine = self.sampler.next_windows(cfg.accum)
         for i, window in enumerate(mine):
-            hook = self.world.grads_hook(self.grads) if i == len(mine) - 1 else None
+            last = i == len(mine) - 1 and self.trainable.lora is None  # overlap: full only
+            hook = self.world.grads_hook(self.grads) if last else None  # type: ignore[arg-type]
             loss += self.pipeline.forward_backward(
-                self.params, self.grads, window.inputs, window.targets, scale, grad_scale, hook
+                self.params,
+                self.trainable.sink,
+                window.inputs,
+                window.targets,
+                scale,
+                grad_scale,
+                hook,
             )
         self.pipeline.wait()
         asked = float(stop is not None and stop.requested)
@@ -419,8 +462,8 @@ class Trainer:
         compiled = 0.0
         if apply:  # gradient clipping happens inside the AdamW pass
             clip = clip_factor(norm, cfg.clip)
-            self.adam.step(self.params.flat, self.grads.flat, lr, grad_scale=clip)
-            if not all_finite(self.params.flat):
+            self.adam.step(self.trainable.values.flat, self.grads.flat, lr, grad_scale=clip)
+            if not all_finite(self.trainable.values.flat):
                 raise TrainError(
                     f"step {self.step + 1} made the weights non-finite (lr {lr:.3g}); nothing "
                     f"was saved, {self.out / CKPT_LAST} holds the last good checkpoint: lower --lr "
@@ -457,10 +500,11 @@ class Trainer:
         """
         vocab = self.pipeline.vocab  # the same compacted softmax as training
         compact, full = [], []
+        params = self.trainable.model_params()
         for w in self.data.sequential_windows(
             "val", self.model.seq_len, max_windows=self.cfg.eval_windows
         ):
-            logits, _, _ = reference.forward(self.params, w.inputs[None])  # [1,S,V]
+            logits, _, _ = reference.forward(params, w.inputs[None])  # [1,S,V]
             logits = logits.astype(np.float64)
             sub = logits[:, :, vocab.ids]  # [1,S,CV]
             compact.append(reference.crossentropy_forward(sub, vocab.compact(w.targets)[None])[0])
@@ -571,7 +615,7 @@ class Trainer:
             "world_size": self.world.size,
             "windows_per_step": windows,
             "comm_ms_per_step": self.comm_ms / max(steps_run, 1),
-            "comm_bytes_per_step": self.world.bytes_per_step(self.params.flat.size),
+            "comm_bytes_per_step": self.world.bytes_per_step(self.grads.flat.size),
             "kernel_s": t.kernel_s,
             "kernel_flops": flops,
             "kernel_tflops": tflops,
@@ -582,6 +626,8 @@ class Trainer:
             "pipeline": self.cfg.pipeline + (" + ANE extras" if self.cfg.ane_extras else ""),
             "kernels_compiled": len(self.pipeline.kernels),
             "compiles_per_batch": self.pipeline.compiles_per_stage,
+            "trainable_params": int(self.trainable.values.flat.size),
+            "lora": None if self.trainable.lora is None else self.trainable.lora.to_dict(),
         }
 
     @contextlib.contextmanager

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +67,43 @@ class LayerActs:
     h3: np.ndarray  # [H, S]
     gate: np.ndarray  # [H, S] silu(h1) * h3
     qk_raw: tuple[np.ndarray, np.ndarray] | None = None  # QK-norm: q, k before it [QD|KVD, S]
+
+
+@dataclass(frozen=True)
+class NormGrads:
+    """One layer's norm-weight gradients (None: frozen, the gradient is not accumulated)."""
+
+    rms_att: np.ndarray | None = None  # [D]
+    rms_ffn: np.ndarray | None = None  # [D]
+    q_norm: np.ndarray | None = None  # [HD]
+    k_norm: np.ndarray | None = None  # [HD]
+
+
+class GradSink:
+    """Where the backward's weight gradients go: here every parameter of ``grads`` (full
+    training). LoRA replaces it (:class:`anetrain.train.lora.LoraGrads`): the same activations
+    and output gradients, adapter gradients instead of frozen ``dW``s."""
+
+    def __init__(self, grads: Params) -> None:
+        self.grads = grads
+
+    @property
+    def flat(self) -> np.ndarray:
+        """The one flat buffer every gradient accumulates into."""
+        return self.grads.flat
+
+    def matmul(self, layer: int, name: str, dout: np.ndarray, x: np.ndarray, g: float) -> None:
+        """``d name[layer] += g * dout @ x^T`` for a projection ``dout [OUT, S]``, ``x [IN, S]``
+        (runs on the worker thread)."""
+        matmul_backward_weight(self.grads[name][layer], dout.T, x.T, g)
+
+    def norms(self, layer: int) -> NormGrads:
+        p = self.grads.layer(layer)
+        return NormGrads(p.rms_att, p.rms_ffn, p.q_norm, p.k_norm)
+
+    def tensor(self, name: str) -> np.ndarray | None:
+        """The gradient of ``embed``, ``rms_final`` or the classifier (None when frozen)."""
+        return self.grads.classifier if name == "classifier" else self.grads[name]
 
 
 class CompactVocab:
@@ -136,8 +173,9 @@ class KernelPipeline:
         self.kernels[name] = kernel
         return kernel
 
-    def stage_weights(self, params: Params) -> None:
-        """Make the kernels compute with ``params`` (after init and each update)."""
+    def stage_weights(self, params: Params | Any, only: Collection[str] | None = None) -> None:
+        """Make the kernels compute with ``params`` (after init and each update); ``only``
+        may restrict it to these parameters (what an update changed)."""
         raise NotImplementedError
 
     def window_evals(self) -> list[tuple[KernelSpec, int]]:
@@ -153,17 +191,23 @@ class KernelPipeline:
             return np.ascontiguousarray(out_t.T), rrms
 
     def _rmsnorm_backward(
-        self, dw: np.ndarray, dout: np.ndarray, x: np.ndarray, w: np.ndarray, rrms: np.ndarray
+        self,
+        dw: np.ndarray | None,
+        dout: np.ndarray,
+        x: np.ndarray,
+        w: np.ndarray,
+        rrms: np.ndarray,
     ) -> np.ndarray:
         """Channel-first RMSNorm backward; ``dw`` gets ``grad_scale`` times its gradient."""
         with self.timer("rmsnorm"):
-            tmp = np.zeros_like(dw)
+            tmp = np.zeros_like(w, dtype=np.float32)
             dx_t = rmsnorm_backward(tmp, dout.T, x.T, w, rrms)
-            dw += self._g * tmp
+            if dw is not None:
+                dw += self._g * tmp
             return np.ascontiguousarray(dx_t.T)
 
     def _qk_norm_backward(
-        self, dw: np.ndarray, dout: np.ndarray, raw: np.ndarray, w: np.ndarray
+        self, dw: np.ndarray | None, dout: np.ndarray, raw: np.ndarray, w: np.ndarray
     ) -> np.ndarray:
         """Per-head RMSNorm backward, channel-first: dout, raw [heads*HD, S] -> d raw; ``dw``
         [HD] gets ``grad_scale`` times its gradient (rrms recomputed from the raw tap)."""
@@ -171,21 +215,23 @@ class KernelPipeline:
         with self.timer("rmsnorm"):
             x = raw.T.reshape(S, -1, HD)  # [S,heads,HD]
             _, rrms = qk_norm_forward(x, w, self.config)  # [S,heads,1]
-            tmp = np.zeros_like(dw)
+            tmp = np.zeros_like(w, dtype=np.float32)
             dx = rmsnorm_backward(tmp, dout.T.reshape(x.shape), x, w, rrms)  # [S,heads,HD]
-            dw += self._g * tmp
+            if dw is not None:
+                dw += self._g * tmp
             return np.ascontiguousarray(dx.reshape(S, -1).T)
 
     def _elementwise(self, fn: Callable[..., object], *args: object) -> object:
         return self.timer.run("elementwise", fn, *args)
 
-    def _dw(self, *terms: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """Deferred ``dw += grad_scale * dout @ x^T`` per ``(dw, dout [OUT, S], x [IN, S])``."""
-        g = self._g
+    def _dw(self, layer: int, *terms: tuple[str, np.ndarray, np.ndarray]) -> None:
+        """Deferred weight gradients per ``(param, dout [OUT, S], x [IN, S])`` into the sink
+        (``d param += grad_scale * dout @ x^T`` when training every weight)."""
+        g, sink = self._g, self._sink
 
         def run() -> None:
-            for dw, dout, x in terms:
-                matmul_backward_weight(dw, dout.T, x.T, g)
+            for name, dout, x in terms:
+                sink.matmul(layer, name, dout, x, g)
 
         self._defer(run)
 
@@ -249,7 +295,7 @@ class KernelPipeline:
         if tokens.shape != (S,):
             raise ValueError(f"tokens must have shape [{S}], got {list(tokens.shape)}")
         with self.timer("elementwise"):
-            x = np.ascontiguousarray(params["embed"][tokens].T)  # [D, S]
+            x = np.ascontiguousarray(params["embed"][tokens].T, dtype=np.float32)  # [D, S]
         acts: list[Any] = []
         for layer in range(self.config.n_layers):
             x, a = self._layer_forward(layer, params.layer(layer), x)
@@ -260,14 +306,14 @@ class KernelPipeline:
         raise NotImplementedError
 
     def _layer_backward(
-        self, layer: int, p: LayerParams, dp: LayerParams, a: Any, dx_next: np.ndarray
+        self, layer: int, p: LayerParams, dp: NormGrads, a: Any, dx_next: np.ndarray
     ) -> np.ndarray:
         raise NotImplementedError
 
     def forward_backward(
         self,
         params: Params,
-        grads: Params,
+        grads: Params | GradSink,
         tokens: np.ndarray,
         targets: np.ndarray,
         loss_scale: float = 1.0,
@@ -275,63 +321,68 @@ class KernelPipeline:
         grads_done: Callable[[int | None], None] | None = None,
     ) -> float:
         """Mean cross-entropy of one window; adds ``loss_scale * grad_scale * dLoss/dW`` to
-        ``grads`` (deferred: call :meth:`wait` before reading them). ``grads_done(layer)`` runs
-        on the weight-gradient thread once a layer's gradients are added, then
-        ``grads_done(None)`` once the embedding's and final norm's are (data parallelism starts
-        summing them across ranks there, while the backward goes on)."""
+        ``grads`` (a :class:`GradSink`, or the Params of every weight's gradient; deferred: call
+        :meth:`wait` before reading them). ``params`` may be fp16 (a frozen LoRA base).
+        ``grads_done(layer)`` runs on the weight-gradient thread once a layer's gradients are
+        added, then ``grads_done(None)`` once the embedding's and final norm's are (data
+        parallelism starts summing them across ranks there, while the backward goes on)."""
         S = self.dims.seq
         tokens = np.asarray(tokens, dtype=np.int64)
         if np.shape(targets) != (S,):
             raise ValueError(f"tokens and targets must have shape [{S}]")
         self._g = grad_scale
+        self._sink = sink = grads if isinstance(grads, GradSink) else GradSink(grads)
         x, acts = self.forward(params, tokens)
         ct = self.vocab.compact(np.asarray(targets, dtype=np.int64))
-        losses, dx = self._head_forward_backward(params, grads, x, ct, loss_scale / S)
+        losses, dx = self._head_forward_backward(params, sink, x, ct, loss_scale / S)
         for layer in reversed(range(self.config.n_layers)):
             dx = self._layer_backward(
-                layer, params.layer(layer), grads.layer(layer), acts[layer], dx
+                layer, params.layer(layer), sink.norms(layer), acts[layer], dx
             )
             if grads_done is not None:
                 self._defer(lambda layer=layer: grads_done(layer))
         with self.timer("elementwise"):
-            ge = grads["embed"]
+            ge = sink.tensor("embed")
             dxg = dx.T * grad_scale
 
             def embed_dw(t: np.ndarray = tokens, v: np.ndarray = dxg) -> None:
                 np.add.at(ge, t, v)
 
-            self._defer(embed_dw)
+            if ge is not None:
+                self._defer(embed_dw)
         if grads_done is not None:
             self._defer(lambda: grads_done(None))
         return float(np.mean(losses))
 
     def _head_forward_backward(
-        self, params: Params, grads: Params, x: np.ndarray, ct: np.ndarray, dloss: float
+        self, params: Params, sink: GradSink, x: np.ndarray, ct: np.ndarray, dloss: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """Final norm, classifier over the compact vocabulary and the fused softmax + CE
         backward on the CPU: x [D,S], compact targets [S] -> losses [S], dx [D,S]."""
         xf, rrmsf = self._rmsnorm(x, params["rms_final"])  # [D,S], [S,1]
         with self.timer("classifier"):
             ids = self.vocab.rows
-            cembed = params.classifier[ids]  # [CV,D] (a view when every id is used)
+            cembed = params.classifier[ids].astype(np.float32, copy=False)  # [CV,D] (a view
+            # when every id is used and the weights are fp32)
             xf_t = xf.T  # [S,D]
             logits = self._matmul(xf_t, cembed.T)  # [S,CV]
             losses, dlogits = self._crossentropy(logits, ct, dloss)  # [S], [S,CV]
-            dxf = self._classifier_backward(grads, dlogits, cembed, xf_t)  # [D,S]
-        dx = self._rmsnorm_backward(grads["rms_final"], dxf, x, params["rms_final"], rrmsf)
+            dxf = self._classifier_backward(sink, dlogits, cembed, xf_t)  # [D,S]
+        dx = self._rmsnorm_backward(sink.tensor("rms_final"), dxf, x, params["rms_final"], rrmsf)
         return losses, dx
 
     def _classifier_backward(
-        self, grads: Params, dlogits: np.ndarray, cembed: np.ndarray, xf_t: np.ndarray
+        self, sink: GradSink, dlogits: np.ndarray, cembed: np.ndarray, xf_t: np.ndarray
     ) -> np.ndarray:
-        """dlogits [S,CV] -> dxf [D,S]; the embedding's gradient deferred."""
-        ids, g, gembed = self.vocab.rows, self._g, grads.classifier
+        """dlogits [S,CV] -> dxf [D,S]; the embedding's gradient deferred (none when frozen)."""
+        ids, g, gembed = self.vocab.rows, self._g, sink.tensor("classifier")
         dxf = self._matmul(dlogits, cembed).T  # [D,S]
 
         def classifier_dw(dl: np.ndarray = dlogits, xf: np.ndarray = xf_t) -> None:
             gembed[ids] += g * (dl.T @ xf)
 
-        self._defer(classifier_dw)
+        if gembed is not None:
+            self._defer(classifier_dw)
         return dxf
 
     # ---- bookkeeping ----------------------------------------------------------------------
@@ -395,10 +446,11 @@ class DynamicPipeline(KernelPipeline):
         }
         self._qk = self.specs["sdpa_fwd"].span_part("qkv", "q_rope", "k_rope")  # of LayerActs.qkv
 
-    def stage_weights(self, params: Params) -> None:
-        """Write every layer's weights into its input surfaces (after init and each update)."""
+    def stage_weights(self, params: Params | Any, only: Collection[str] | None = None) -> None:
+        """Write every layer's weights into its input surfaces (after init and each update);
+        ``only`` restricts it to the regions of these parameters (what an update changed)."""
         for bound in self.k.values():
-            bound.stage(params)
+            bound.stage(params, only)
         self.staged = True
 
     def window_evals(self) -> list[tuple[KernelSpec, int]]:
@@ -432,7 +484,7 @@ class DynamicPipeline(KernelPipeline):
         return ffn["x_next"], acts
 
     def _layer_backward(
-        self, layer: int, p: LayerParams, dp: LayerParams, a: LayerActs, dx_next: np.ndarray
+        self, layer: int, p: LayerParams, dp: NormGrads, a: LayerActs, dx_next: np.ndarray
     ) -> np.ndarray:
         """The same list as :meth:`_layer_forward`, reversed, as :func:`reference.layer_backward`.
         dx_next [D, S] (loss-scaled) -> dx [D, S]; weight gradients are deferred."""
@@ -442,12 +494,12 @@ class DynamicPipeline(KernelPipeline):
         dgate = k["ffn_bwd_w2t"](layer, dffn=dffn)["dgate"]  # [H,S] W2^T dffn
         dh1, dh3 = self._elementwise(swiglu_backward, dgate, a.h1, a.h3)  # [H,S] each
         dx2n = k["ffn_bwd_w13t"](layer, dh1=dh1, dh3=dh3)["dx2n"]  # [D,S] W1^T dh1 + W3^T dh3
-        self._dw((dp.w2, dffn, a.gate), (dp.w1, dh1, a.x2n), (dp.w3, dh3, a.x2n))
+        self._dw(layer, ("w2", dffn, a.gate), ("w1", dh1, a.x2n), ("w3", dh3, a.x2n))
         dx2 = dx2 + self._rmsnorm_backward(dp.rms_ffn, dx2n, a.x2, p.rms_ffn, a.rrms2)  # [D,S]
         # attention branch
         dx, dattn = self._elementwise(residual_backward, dx2, alpha)  # [D,S] each
         dao = k["wot_bwd"](layer, dattn=dattn).tap("dao")  # [QD,S] Wo^T dattn
-        self._dw((dp.wo, dattn, a.attn))
+        self._dw(layer, ("wo", dattn, a.attn))
         b1 = k["sdpa_bwd1"](qkv=a.qkv, dao=dao)  # dv [KVD,S]; scores (probs, dp) [2*NH*S,S]
         b2 = k["sdpa_bwd2"](scores=b1.tap("scores"), qk=a.qkv[self._qk])  # dq, dk pre-RoPE
         dq, dk, dv = b2["dq"], b2["dk"], b1["dv"]  # [QD,S], [KVD,S], [KVD,S]
@@ -456,7 +508,7 @@ class DynamicPipeline(KernelPipeline):
         if a.qk_raw is not None:  # QK-norm backward: gradients of the raw projections
             dq = dq_in = self._qk_norm_backward(dp.q_norm, dq, a.qk_raw[0], p.q_norm)  # [QD,S]
             dk = dk_in = self._qk_norm_backward(dp.k_norm, dk, a.qk_raw[1], p.k_norm)  # [KVD,S]
-        self._dw((dp.wq, dq, a.xn), (dp.wk, dk, a.xn), (dp.wv, dv, a.xn))
+        self._dw(layer, ("wq", dq, a.xn), ("wk", dk, a.xn), ("wv", dv, a.xn))
         dxn = k["q_bwd"](layer, dq=dq_in)["dxn_q"]  # [D,S] Wq^T dq
         dxn += k["kv_bwd"](layer, dk=dk_in, dv=b1.tap("dv"))["dxn_kv"]  # Wk^T dk + Wv^T dv
         return dx + self._rmsnorm_backward(dp.rms_att, dxn, a.x, p.rms_att, a.rrms1)  # [D,S]

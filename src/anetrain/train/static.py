@@ -17,6 +17,7 @@ probabilities and every weight gradient stay on the CPU.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from anetrain.model.reference import (
     rmsnorm_rrms,
 )
 from anetrain.train.calls import BoundKernel, Outputs, Tap
-from anetrain.train.pipeline import KernelPipeline
+from anetrain.train.pipeline import GradSink, KernelPipeline, NormGrads
 
 
 @dataclass
@@ -87,9 +88,10 @@ class StaticPipeline(KernelPipeline):
             old.unload()
         return BoundKernel(spec, self._compile(spec, weights, key), self.timer)
 
-    def stage_weights(self, params: Params) -> None:
+    def stage_weights(self, params: Params, only: Collection[str] | None = None) -> None:
         """Recompile every weight-bearing kernel with ``params`` baked in (writing the weight
-        blobs counts as compile time too)."""
+        blobs counts as compile time too); ``only`` is ignored: every baked kernel holds
+        several weights, so each recompiles."""
         start, compiled = time.perf_counter(), self.compile_s
         dtype = self.dims.dtype.numpy
         for name in self._baked:
@@ -119,7 +121,7 @@ class StaticPipeline(KernelPipeline):
         return x_next, StaticActs(x, x2, att, ffn)
 
     def _layer_backward(
-        self, layer: int, p: LayerParams, dp: LayerParams, a: StaticActs, dx_next: np.ndarray
+        self, layer: int, p: LayerParams, dp: NormGrads, a: StaticActs, dx_next: np.ndarray
     ) -> np.ndarray:
         """The same list as :meth:`_layer_forward`, reversed, as :func:`reference.layer_backward`.
         dx_next [D, S] (loss-scaled) -> dx [D, S]; weight gradients are deferred."""
@@ -128,12 +130,12 @@ class StaticPipeline(KernelPipeline):
         dx2, dffn = self._elementwise(residual_backward, dx_next, alpha)  # [D,S] each
         fb = k["ffn_bwd"][layer](dffn=dffn, h13=a.ffn.tap("h13"))  # dx2n [D,S]; dh1, dh3 [H,S]
         dh1, dh3, x2n = fb["dh1"], fb["dh3"], a.ffn["x2n"]
-        self._dw((dp.w2, dffn, a.ffn["gate"]), (dp.w1, dh1, x2n), (dp.w3, dh3, x2n))
+        self._dw(layer, ("w2", dffn, a.ffn["gate"]), ("w1", dh1, x2n), ("w3", dh3, x2n))
         dx2 = dx2 + self._rms_bwd(layer, "rms_ffn_bwd", dp.rms_ffn, fb, "dx2n", a.x2, p.rms_ffn)
         # attention branch: Wo^T and the attention backward (two kernels), Wq^T + Wk^T + Wv^T
         dx, dattn = self._elementwise(residual_backward, dx2, alpha)  # [D,S] each
         b1 = k["sdpa_bwd1"][layer](qkv=a.attn.tap("qkv"), dattn=dattn)  # dv [KVD,S]; scores
-        self._dw((dp.wo, dattn, a.attn["attn"]))
+        self._dw(layer, ("wo", dattn, a.attn["attn"]))
         b2 = k["sdpa_bwd2"][layer](scores=b1.tap("scores"), qk=a.attn.tap("qk"))  # dq, dk
         xn, dq, dk = a.attn["xn"], b2["dq"], b2["dk"]  # [D,S], [QD,S], [KVD,S]
         dq_in: np.ndarray | Tap = b2.tap("dq")
@@ -141,7 +143,7 @@ class StaticPipeline(KernelPipeline):
         if self.config.qk_norm:  # QK-norm backward: gradients of the raw projections
             dq = dq_in = self._qk_norm_backward(dp.q_norm, dq, a.attn["q_raw"], p.q_norm)
             dk = dk_in = self._qk_norm_backward(dp.k_norm, dk, a.attn["k_raw"], p.k_norm)
-        self._dw((dp.wq, dq, xn), (dp.wk, dk, xn), (dp.wv, b1["dv"], xn))
+        self._dw(layer, ("wq", dq, xn), ("wk", dk, xn), ("wv", b1["dv"], xn))
         qb = k["qkv_bwd"][layer](dq=dq_in, dk=dk_in, dv=b1.tap("dv"))  # dxn [D,S]
         return dx + self._rms_bwd(layer, "rms_att_bwd", dp.rms_att, qb, "dxn", a.x, p.rms_att)
 
@@ -149,7 +151,7 @@ class StaticPipeline(KernelPipeline):
         self,
         layer: int,
         kernel: str,
-        dw: np.ndarray,
+        dw: np.ndarray | None,
         out: Outputs,
         dy: str,
         x: np.ndarray,
@@ -164,18 +166,19 @@ class StaticPipeline(KernelPipeline):
         dx = self.k[kernel][layer](dy=out.tap(dy), x=x)["dx"]  # [D,S]
         with self.timer("rmsnorm"):
             rrms = rmsnorm_rrms(x.T, self.config.norm_eps)  # [S,1]
-            rmsnorm_backward_weight(dw, out[dy].T, x.T, rrms, self._g)
+            if dw is not None:
+                rmsnorm_backward_weight(dw, out[dy].T, x.T, rrms, self._g)
         return dx
 
     # ---- the head --------------------------------------------------------------------------
 
     def _head_forward_backward(
-        self, params: Params, grads: Params, x: np.ndarray, ct: np.ndarray, dloss: float
+        self, params: Params, sink: GradSink, x: np.ndarray, ct: np.ndarray, dloss: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """The extras run the final RMSNorm, classifier and softmax on kernels; the loss, its
         gradient, the classifier backward and the final RMSNorm backward stay on the CPU."""
         if not self.extras:
-            return super()._head_forward_backward(params, grads, x, ct, dloss)
+            return super()._head_forward_backward(params, sink, x, ct, dloss)
         k = self.k
         xf = k["final_rms"][0](x=x)  # xf [D,S]
         logits = k["classifier"][0](xf=xf.tap("xf"))  # [CV,S]
@@ -187,8 +190,8 @@ class StaticPipeline(KernelPipeline):
                 np.full(ct.shape, dloss, np.float32), probs_t, ct
             )
             cembed = params.classifier[self.vocab.rows]  # [CV,D]
-            dxf = self._classifier_backward(grads, dlogits, cembed, xf["xf"].T)  # [D,S]
+            dxf = self._classifier_backward(sink, dlogits, cembed, xf["xf"].T)  # [D,S]
         with self.timer("rmsnorm"):
             rrmsf = rmsnorm_rrms(x.T, self.config.norm_eps)  # [S,1]
-        dx = self._rmsnorm_backward(grads["rms_final"], dxf, x, params["rms_final"], rrmsf)
+        dx = self._rmsnorm_backward(sink.tensor("rms_final"), dxf, x, params["rms_final"], rrmsf)
         return losses, dx

@@ -1,0 +1,196 @@
+"""LoRA through the CLI on a tiny random Qwen3 folder: train --init --lora-rank, the PEFT files
+peft loads, export hf (--merge and not), generate, resume; bad input gets one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anetrain.cli import main
+from anetrain.model.checkpoint import read_metadata
+from hf_models import TEXT, hf_logits, save_fp16_folder, transformers
+from test_cli_hf import one_line_error, run
+
+peft = pytest.importorskip("peft")
+TOKENS = np.array([3, 17, 42, 99, 7, 120, 5, 64, 11, 2])
+TRAIN = ("--accum", "1", "--warmup", "0", "--lr", "1e-2", "--backend", "sim", "--no-progress")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(qwen3 folder, token file prepared with its tokenizer)."""
+    root = tmp_path_factory.mktemp("lora")
+    folder, _, _ = save_fp16_folder(root / "hf", "qwen3")
+    text = root / "text.txt"
+    text.write_text("\n\n".join(TEXT * 10) + "\n")
+    assert main(["data", "prepare", str(text), "--tokenizer", str(folder), "--out",
+                 str(root / "t.bin")]) == 0  # fmt: skip
+    return folder, root / "t.bin"
+
+
+def _losses(run_dir: Path) -> list[float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if r["type"] == "step"]
+
+
+def _peft_logits(folder: Path, adapter: Path) -> np.ndarray:
+    m = transformers.AutoModelForCausalLM.from_pretrained(folder).float().eval()
+    return hf_logits(peft.PeftModel.from_pretrained(m, adapter).eval(), TOKENS)
+
+
+def test_lora_run_peft_files_and_merged_export(base, tmp_path: Path, capsys) -> None:
+    folder, data = base
+    runs = tmp_path / "run"
+    code, out, err = run(
+        capsys, "train", "--init", folder, "--data", data, "--lora-rank", "4", "--steps", "12",
+        "--eval-every", "6", "--sample-tokens", "4", "--out", runs, *TRAIN,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "LoRA rank 4, alpha 4" in out and "Efficiency Report" in out
+    report = out[out.index("Efficiency Report") :]
+    assert "rank 4, alpha 4 on q,k,v,o,gate,up,down" in report and "trainable parameters" in report
+    code, frame, err = run(capsys, "dashboard", runs, "--once")
+    assert code == 0 and "LoRA r4 alpha 4.0 on q,k,v,o,gate,up,down" in frame, err
+    assert "finished" in frame
+    losses = _losses(runs)
+    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.3  # it learns
+    # the checkpoint holds adapters and optimizer state only, and names its base
+    meta = read_metadata(runs / "ckpt_last.safetensors")
+    assert meta["extra"]["lora"]["base"]["path"] == str(folder.resolve())
+    from safetensors import safe_open
+
+    with safe_open(runs / "ckpt_last.safetensors", "np") as f:
+        keys = set(f.keys())
+    assert keys and all(k.split("/")[1].endswith((".A", ".B")) for k in keys)
+    assert {k.split("/")[0] for k in keys} == {"param", "adam_m", "adam_v"}
+    # peft loads the run's adapter folder onto the same base; the merged export agrees
+    adapter = runs / "adapter"
+    assert (adapter / "adapter_config.json").is_file()
+    ref = _peft_logits(folder, adapter)
+    base_logits = hf_logits(transformers.AutoModelForCausalLM.from_pretrained(folder), TOKENS)
+    assert np.abs(ref - base_logits).max() > 1e-2  # the adapters changed the model
+    merged = tmp_path / "merged"
+    code, out, err = run(capsys, "export", "hf", runs, "--out", merged, "--merge")
+    assert code == 0, err
+    m = transformers.AutoModelForCausalLM.from_pretrained(merged).float().eval()
+    np.testing.assert_allclose(hf_logits(m, TOKENS), ref, atol=1e-4 * np.abs(ref).max())
+    # ... and equals peft's own merge
+    pm = peft.PeftModel.from_pretrained(
+        transformers.AutoModelForCausalLM.from_pretrained(folder).float(), adapter
+    )
+    peft_merged = pm.merge_and_unload().eval()
+    np.testing.assert_allclose(
+        hf_logits(m, TOKENS), hf_logits(peft_merged, TOKENS), atol=1e-4 * np.abs(ref).max()
+    )
+    # without --merge: the adapter folder
+    code, out, err = run(capsys, "export", "hf", runs, "--out", tmp_path / "ad")
+    assert code == 0 and "PEFT LoRA adapters" in out, err
+    np.testing.assert_allclose(_peft_logits(folder, tmp_path / "ad"), ref, rtol=0, atol=1e-6)
+    # generate uses base plus adapters
+    code, out, err = run(capsys, "generate", "--ckpt", runs, "--prompt", "Once", "--max-tokens",
+                         "4", "--temperature", "0")  # fmt: skip
+    assert code == 0, err
+
+
+def test_lora_resume_is_bit_identical(base, tmp_path: Path) -> None:
+    """N steps straight == N/2, checkpoint, resume, N/2 (as tests/test_checkpoint.py for full
+    training), with adapters and their optimizer state only in the checkpoint."""
+    from anetrain.data.tokens import TokenFile
+    from anetrain.model.hf import import_hf
+    from anetrain.model.lora import lora_config
+    from anetrain.train.loop import TrainConfig, Trainer
+    from anetrain.train.trainable import LoraTrainable
+
+    folder, data = base
+    h = import_hf(folder, seq_len=32)
+    lora = lora_config(h.config, rank=2, alpha=8, targets="q,v,down")
+    tokens = TokenFile(data, vocab_size=h.config.vocab_size)
+    cfg = TrainConfig(steps=6, accum=1, warmup=0, lr=1e-2, eval_every=100, eval_windows=1)
+
+    def trainer(out: Path, resume: bool = False) -> Trainer:
+        tr = LoraTrainable(h.params, lora, base_path=str(folder))
+        return Trainer(h.config, tokens, cfg, out, resume=resume, trainable=tr)
+
+    straight = trainer(tmp_path / "straight")
+    straight.run()
+    first = trainer(tmp_path / "split")
+    for _ in range(3):
+        first.log(first.train_step().to_json())
+    first.save(first.validate())
+    first._metrics.close()
+    first.pipeline.close()
+    resumed = trainer(tmp_path / "split", resume=True)
+    assert resumed.step == 3
+    resumed.run()
+    assert _losses(tmp_path / "straight") == _losses(tmp_path / "split")
+    assert np.array_equal(straight.trainable.values.flat, resumed.trainable.values.flat)
+    assert np.array_equal(straight.adam.m, resumed.adam.m) and resumed.adam.t == 6
+    assert straight.adam.m.size == straight.trainable.values.flat.size  # adapters only
+
+
+def test_ctrl_c_then_cli_resume_of_a_lora_run(base, tmp_path: Path, capsys) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder, data = base
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "anetrain.cli", "train", "--init", str(folder), "--data",
+            str(data), "--lora-rank", "2", "--steps", "100000", "--sample-tokens", "0",
+            "--out", str(out), *TRAIN]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "Interrupted at step" in output, output
+    stopped = json.loads((out / "summary.json").read_text())["steps"]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    # --resume needs no --init: the base comes from the checkpoint's record
+    code, text, err = run(capsys, "train", "--out", out, "--resume", "--steps", stopped + 2,
+                          "--data", data, "--sample-tokens", "0", *TRAIN)  # fmt: skip
+    assert code == 0, err
+    assert "LoRA rank 2" in text
+    assert json.loads((out / "summary.json").read_text())["steps"] == stopped + 2
+    # changed LoRA settings on resume are refused
+    one_line_error(capsys, "LoRA settings", "train", "--out", out, "--resume", "--steps",
+                   stopped + 4, "--lora-rank", "3", "--data", data, *TRAIN)  # fmt: skip
+
+
+def test_bad_lora_input_one_line(base, tmp_path: Path, capsys) -> None:
+    folder, data = base
+    common = ("--data", data, "--steps", "1", *TRAIN)
+    one_line_error(capsys, "--lora-rank needs --init", "train", "--lora-rank", "4", *common)
+    for rank in ("0", "65"):
+        one_line_error(capsys, "must be between 1 and", "train", "--init", folder,
+                       "--lora-rank", rank, "--out", tmp_path / rank, *common)  # fmt: skip
+    one_line_error(capsys, "unknown target 'qkv'", "train", "--init", folder, "--lora-rank", "2",
+                   "--lora-targets", "q,qkv", "--out", tmp_path / "t", *common)  # fmt: skip
+    one_line_error(capsys, "--lora-dropout", "train", "--init", folder, "--lora-rank", "2",
+                   "--lora-dropout", "0.1", "--out", tmp_path / "d", *common)  # fmt: skip
+    assert not (tmp_path / "t").exists()  # nothing written
+
+
+def test_adapters_on_another_base_are_refused(base, tmp_path: Path, capsys) -> None:
+    _, data = base
+    folder, _, _ = save_fp16_folder(tmp_path / "hf", "qwen3", seed=0)
+    runs = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--init", folder, "--data", data, "--lora-rank", "2",
+                       "--steps", "1", "--sample-tokens", "0", "--out", runs, *TRAIN)  # fmt: skip
+    assert code == 0, err
+    other, _, _ = save_fp16_folder(tmp_path / "other", "qwen3", seed=1)
+    for f in ("model.safetensors",):  # the base at the recorded path now holds other weights
+        (folder / f).write_bytes((other / f).read_bytes())
+    one_line_error(capsys, "adapters were trained on base", "generate", "--ckpt", runs,
+                   "--prompt", "Once")  # fmt: skip
+    one_line_error(capsys, "adapters were trained on base", "export", "hf", runs, "--out",
+                   tmp_path / "x", "--merge")  # fmt: skip
+    one_line_error(capsys, "adapters were trained on base", "train", "--out", runs, "--resume",
+                   "--steps", "2", "--data", data, *TRAIN)  # fmt: skip

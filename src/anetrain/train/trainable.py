@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anetrain.mil.types import FP16
 from anetrain.model.lora import (
     Adapters,
     EffectiveWeights,
@@ -80,13 +81,30 @@ class LoraTrainable:
         self.grads = self.values.zeros_like()
         self.sink = LoraGrads(self.values, self.grads)
         self._base_staged: KernelPipeline | None = None
+        self._effective: dict[str, np.ndarray] | None = None
 
     def stage(self, pipeline: KernelPipeline) -> None:
-        """The frozen base once per pipeline, then only the adapted projections."""
+        """Prestaged surfaces: the frozen base once per pipeline, then only the adapted
+        projections. Per-call staging (large models) reads the weights at every kernel call, so
+        the adapted projections are materialised once per update, in the kernels' dtype."""
+        if not pipeline.prestage:
+            pipeline.stage_weights(self._materialised(pipeline))
+            return
         if self._base_staged is not pipeline:
             pipeline.stage_weights(self.params)
             self._base_staged = pipeline
         pipeline.stage_weights(EffectiveWeights(self.params, self.values), only=self.lora.params)
+
+    def _materialised(self, pipeline: KernelPipeline) -> dict[str, np.ndarray]:
+        """The base's tensors with the adapted projections' ``W + s B A`` written in."""
+        dtype = np.float16 if pipeline.dims.dtype == FP16 else np.float32
+        if self._effective is None or self._effective[self.lora.params[0]].dtype != dtype:
+            self._effective = {n: np.empty(self.params[n].shape, dtype) for n in self.lora.params}
+        eff = EffectiveWeights(self.params, self.values)
+        for name, out in self._effective.items():
+            for layer in range(out.shape[0]):
+                out[layer] = eff[name][layer]
+        return {n: self._effective.get(n, t) for n, t in self.params.items()}
 
     def model_params(self) -> Params:
         return self.values.merged(self.params)

@@ -175,7 +175,12 @@ def test_bad_lora_input_one_line(base, tmp_path: Path, capsys) -> None:
                    "--lora-targets", "q,qkv", "--out", tmp_path / "t", *common)  # fmt: skip
     one_line_error(capsys, "--lora-dropout", "train", "--init", folder, "--lora-rank", "2",
                    "--lora-dropout", "0.1", "--out", tmp_path / "d", *common)  # fmt: skip
+    # the static pipeline bakes the weights into its kernels: no LoRA gradient path there
+    one_line_error(capsys, "--lora-rank needs --pipeline dynamic", "train", "--init", folder,
+                   "--lora-rank", "2", "--pipeline", "static", "--out", tmp_path / "s",
+                   *common)  # fmt: skip
     assert not (tmp_path / "t").exists()  # nothing written
+    assert not (tmp_path / "s").exists()
 
 
 def test_adapters_on_another_base_are_refused(base, tmp_path: Path, capsys) -> None:

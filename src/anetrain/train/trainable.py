@@ -24,7 +24,7 @@ from anetrain.model.lora import (
     write_peft,
 )
 from anetrain.model.params import Params
-from anetrain.train.pipeline import GradSink, KernelPipeline, NormGrads
+from anetrain.train.pipeline import DynamicPipeline, GradSink, KernelPipeline, NormGrads
 
 
 class FullTrainable:
@@ -80,10 +80,10 @@ class LoraTrainable:
         self.values = init_adapters(base.config, lora, seed)
         self.grads = self.values.zeros_like()
         self.sink = LoraGrads(self.values, self.grads)
-        self._base_staged: KernelPipeline | None = None
+        self._base_staged: DynamicPipeline | None = None
         self._effective: dict[str, np.ndarray] | None = None
 
-    def stage(self, pipeline: KernelPipeline) -> None:
+    def stage(self, pipeline: DynamicPipeline) -> None:
         """Prestaged surfaces: the frozen base once per pipeline, then only the adapted
         projections. Per-call staging (large models) reads the weights at every kernel call, so
         the adapted projections are materialised once per update, in the kernels' dtype."""
@@ -95,7 +95,7 @@ class LoraTrainable:
             self._base_staged = pipeline
         pipeline.stage_weights(EffectiveWeights(self.params, self.values), only=self.lora.params)
 
-    def _materialised(self, pipeline: KernelPipeline) -> dict[str, np.ndarray]:
+    def _materialised(self, pipeline: DynamicPipeline) -> dict[str, np.ndarray]:
         """The base's tensors with the adapted projections' ``W + s B A`` written in."""
         dtype = np.float16 if pipeline.dims.dtype == FP16 else np.float32
         if self._effective is None or self._effective[self.lora.params[0]].dtype != dtype:

@@ -8,6 +8,9 @@ need somewhat more (Python objects, the allocator's slack).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,3 +113,29 @@ def check_model_load(path: str | os.PathLike[str], limit: int | None = None) -> 
     else:
         return  # the loader reports a missing path
     check_fits(f"loading {p}", 3 * size, limit, hint="use a smaller model")
+
+
+def release_free_heap() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``); False where
+    that call does not exist (other C libraries, other systems).
+
+    glibc raises its mmap threshold after each large free (up to 32 MiB), so later arrays of
+    that size come from the heap, and the heap keeps their pages resident once they are freed:
+    a large model's activations stay in RSS through the optimizer step, when the Adam moments
+    come in. Trimming costs a walk of the heap and page faults when those pages are used again.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None

@@ -128,8 +128,8 @@ class FastOps:
         if collapsed is None:
             return None
         (x2, y2, o2), _ = collapsed
-        kernel, ftz = self.jit.BINARY[kind], self.ftz
-        return lambda: kernel(x2, y2, o2, ftz)
+        kernel, code, ftz = self.jit.binary_into, self.jit.BINARY[kind], self.ftz
+        return lambda: kernel(x2, y2, o2, code, ftz)
 
     def unary(self, kind: str, x: np.ndarray, eps: np.float32, out: np.ndarray) -> Step | None:
         """A step writing the rounded ``kind(x)`` into ``out`` for the unary ops whose last

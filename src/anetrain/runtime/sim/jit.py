@@ -55,59 +55,50 @@ def round_inplace(a: np.ndarray, ftz: bool) -> None:
         a[i] = r16(a[i], ftz)
 
 
-@numba.njit(inline="always", error_model="numpy")
-def _add(a: float, b: float) -> float:
-    return a + b
+ADD, SUB, MUL, DIV = 0, 1, 2, 3
+BINARY = {"add": ADD, "sub": SUB, "mul": MUL, "div": DIV}  # op type -> ``kind`` code
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _sub(a: float, b: float) -> float:
-    return a - b
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _mul(a: float, b: float) -> float:
-    return a * b
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _div(a: float, b: float) -> float:
+def _op(kind: int, a: float, b: float) -> float:
+    if kind == ADD:
+        return a + b
+    if kind == SUB:
+        return a - b
+    if kind == MUL:
+        return a * b
     return a / b
 
 
-def _binary(op):  # type: ignore[no-untyped-def]
-    """``out = round(op(x, y))`` over 2-D C-contiguous float32 ``[outer, inner]`` arrays; ``x``
-    and ``y`` may each be broadcast along either axis (extent 1)."""
-
-    @numba.njit(**_OPTS)
-    def kernel(x: np.ndarray, y: np.ndarray, out: np.ndarray, ftz: bool) -> None:
-        n_outer, n_inner = out.shape
-        x_row, x_col = x.shape[0] == 1, x.shape[1] == 1
-        y_row, y_col = y.shape[0] == 1, y.shape[1] == 1
-        for o in range(n_outer):
-            xo = x[0] if x_row else x[o]
-            yo = y[0] if y_row else y[o]
-            oo = out[o]
-            if x_col and y_col:
-                v = r16(op(xo[0], yo[0]), ftz)
-                for i in range(n_inner):
-                    oo[i] = v
-            elif x_col:
-                xv = xo[0]
-                for i in range(n_inner):
-                    oo[i] = r16(op(xv, yo[i]), ftz)
-            elif y_col:
-                yv = yo[0]
-                for i in range(n_inner):
-                    oo[i] = r16(op(xo[i], yv), ftz)
-            else:
-                for i in range(n_inner):
-                    oo[i] = r16(op(xo[i], yo[i]), ftz)
-
-    return kernel
-
-
-BINARY = {"add": _binary(_add), "sub": _binary(_sub), "mul": _binary(_mul), "div": _binary(_div)}
+@numba.njit(**_OPTS)
+def binary_into(x: np.ndarray, y: np.ndarray, out: np.ndarray, kind: int, ftz: bool) -> None:
+    """``out = round(x <kind> y)`` over 2-D C-contiguous float32 ``[outer, inner]`` arrays;
+    ``x`` and ``y`` may each be broadcast along either axis (extent 1). One function for the
+    four ops, with the op a loop-invariant argument (LLVM unswitches the loops): a closure
+    per op is not cacheable (numba hashes the closure's cells, which differ per process, so
+    each process compiled them again and grew the cache index)."""
+    n_outer, n_inner = out.shape
+    x_row, x_col = x.shape[0] == 1, x.shape[1] == 1
+    y_row, y_col = y.shape[0] == 1, y.shape[1] == 1
+    for o in range(n_outer):
+        xo = x[0] if x_row else x[o]
+        yo = y[0] if y_row else y[o]
+        oo = out[o]
+        if x_col and y_col:
+            v = r16(_op(kind, xo[0], yo[0]), ftz)
+            for i in range(n_inner):
+                oo[i] = v
+        elif x_col:
+            xv = xo[0]
+            for i in range(n_inner):
+                oo[i] = r16(_op(kind, xv, yo[i]), ftz)
+        elif y_col:
+            yv = yo[0]
+            for i in range(n_inner):
+                oo[i] = r16(_op(kind, xo[i], yv), ftz)
+        else:
+            for i in range(n_inner):
+                oo[i] = r16(_op(kind, xo[i], yo[i]), ftz)
 
 
 @numba.njit(**_OPTS)

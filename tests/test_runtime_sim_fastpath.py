@@ -319,3 +319,28 @@ def test_surface_block_writes_round_identically() -> None:
             surface.fill(1.5)
             surface.write_block(src, 2, 3)
         assert np.array_equal(ref.values.view(np.uint32), got.values.view(np.uint32))
+
+
+def test_every_cached_kernel_can_hit_the_cache() -> None:
+    """numba's cache key hashes a function's closure cells, which differ per process: a
+    ``cache=True`` kernel made in a closure is compiled again in every process (and grows
+    the cache index). Every cached kernel of both modules is a plain module-level function."""
+    import numba
+
+    from anetrain.runtime.sim import jit
+    from anetrain.train import optim_jit
+
+    found = [
+        (f"{mod.__name__}.{name}", fn)
+        for mod in (jit, optim_jit)
+        for name, value in vars(mod).items()
+        for fn in (value.values() if isinstance(value, dict) else [value])
+        if isinstance(fn, numba.core.registry.CPUDispatcher)
+    ]
+    cached = [(where, fn) for where, fn in found if type(fn._cache).__name__ != "NullCache"]
+    assert len(cached) >= 8, found
+    for where, fn in cached:
+        assert fn.py_func.__closure__ is None, f"{where} is a closure"
+        assert where.endswith("." + fn.py_func.__qualname__), (
+            f"{where} is {fn.py_func.__qualname__}"
+        )

@@ -52,7 +52,7 @@ from anetrain.train.checkpoint import (
 from anetrain.train.distributed import SingleProcess
 from anetrain.train.factory import make_backend, make_pipeline
 from anetrain.train.optim import AdamW, AdamWConfig, all_finite, clip_factor, global_norm
-from anetrain.train.pipeline import used_token_ids
+from anetrain.train.pipeline import PRESTAGE_MAX_BYTES, used_token_ids
 from anetrain.train.scaler import LossScaler
 from anetrain.train.schedule import CosineSchedule
 from anetrain.train.trainable import FullTrainable, LoraTrainable
@@ -453,7 +453,7 @@ class Trainer:
                 hook,
             )
         self.pipeline.wait()
-        if not getattr(self.pipeline, "prestage", False):
+        if 4 * self.model.n_params > PRESTAGE_MAX_BYTES:
             # a large model: its freed activations leave RSS before the Adam moments come in
             release_free_heap()  # (measured: stories110m's one-step peak 2.33 -> 2.13 GB)
         asked = float(stop is not None and stop.requested)

@@ -164,6 +164,42 @@ def test_ctrl_c_then_cli_resume_of_a_lora_run(base, tmp_path: Path, capsys) -> N
                    stopped + 4, "--lora-rank", "3", "--data", data, *TRAIN)  # fmt: skip
 
 
+def test_lora_dropout_run_trains_and_peft_loads_it(base, tmp_path: Path, capsys) -> None:
+    folder, data = base
+    runs = tmp_path / "run"
+    code, out, err = run(
+        capsys, "train", "--init", folder, "--data", data, "--lora-rank", "4", "--lora-dropout",
+        "0.1", "--steps", "12", "--eval-every", "6", "--sample-tokens", "0", "--out", runs, *TRAIN,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "LoRA rank 4, alpha 4, dropout 0.1 on" in out
+    report = " ".join(out[out.index("Efficiency") :].split())
+    assert "rank 4, alpha 4, dropout 0.1 on" in report, report
+    losses = _losses(runs)
+    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.3  # it learns
+    code, frame, err = run(capsys, "dashboard", runs, "--once")
+    assert code == 0 and "LoRA r4 alpha 4.0 dropout 0.1 on" in frame, err
+    adapter = runs / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["lora_dropout"] == 0.1
+    m = transformers.AutoModelForCausalLM.from_pretrained(folder).float()
+    pm = peft.PeftModel.from_pretrained(m, adapter)
+    assert pm.peft_config["default"].lora_dropout == 0.1
+    # evaluation never drops: peft in eval mode computes our merged export's logits
+    merged = tmp_path / "merged"
+    code, out, err = run(capsys, "export", "hf", runs, "--out", merged, "--merge")
+    assert code == 0, err
+    ref = hf_logits(pm.eval(), TOKENS)
+    mm = transformers.AutoModelForCausalLM.from_pretrained(merged).float().eval()
+    np.testing.assert_allclose(hf_logits(mm, TOKENS), ref, atol=1e-4 * np.abs(ref).max())
+    # a resume keeps the run's dropout, and refuses another
+    one_line_error(capsys, "LoRA settings", "train", "--out", runs, "--resume", "--steps", "14",
+                   "--lora-dropout", "0.2", "--data", data, *TRAIN)  # fmt: skip
+    code, out, err = run(capsys, "train", "--out", runs, "--resume", "--steps", "14", "--data",
+                         data, "--sample-tokens", "0", *TRAIN)  # fmt: skip
+    assert code == 0 and "dropout 0.1" in out, err
+    assert len(_losses(runs)) == 14
+
+
 def test_bad_lora_input_one_line(base, tmp_path: Path, capsys) -> None:
     folder, data = base
     common = ("--data", data, "--steps", "1", *TRAIN)
@@ -173,8 +209,13 @@ def test_bad_lora_input_one_line(base, tmp_path: Path, capsys) -> None:
                        "--lora-rank", rank, "--out", tmp_path / rank, *common)  # fmt: skip
     one_line_error(capsys, "unknown target 'qkv'", "train", "--init", folder, "--lora-rank", "2",
                    "--lora-targets", "q,qkv", "--out", tmp_path / "t", *common)  # fmt: skip
-    one_line_error(capsys, "--lora-dropout", "train", "--init", folder, "--lora-rank", "2",
+    for p in ("-0.1", "1", "nan"):
+        one_line_error(capsys, f"--lora-dropout {float(p)}: must be a probability in [0, 1)",
+                       "train", "--init", folder, "--lora-rank", "2", "--lora-dropout", p,
+                       "--out", tmp_path / "d", *common)  # fmt: skip
+    one_line_error(capsys, "--lora-dropout needs --lora-rank", "train", "--init", folder,
                    "--lora-dropout", "0.1", "--out", tmp_path / "d", *common)  # fmt: skip
+    assert not (tmp_path / "d").exists()
     # the static pipeline bakes the weights into its kernels: no LoRA gradient path there
     one_line_error(capsys, "--lora-rank needs --pipeline dynamic", "train", "--init", folder,
                    "--lora-rank", "2", "--pipeline", "static", "--out", tmp_path / "s",

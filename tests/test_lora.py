@@ -127,7 +127,9 @@ def test_bad_lora_settings_are_one_line_errors(folder) -> None:
         ({"rank": cfg.dim + 1}, "between 1 and"),
         ({"rank": 2, "targets": "q,attn"}, "unknown target 'attn'"),
         ({"rank": 2, "targets": ""}, "no target"),
-        ({"rank": 2, "dropout": 0.1}, "--lora-dropout"),
+        ({"rank": 2, "dropout": -0.1}, "--lora-dropout -0.1: must be a probability"),
+        ({"rank": 2, "dropout": 1.0}, "--lora-dropout 1.0: must be a probability"),
+        ({"rank": 2, "dropout": float("nan")}, "--lora-dropout nan: must be a probability"),
         ({"rank": 2, "alpha": -1.0}, "--lora-alpha"),
     ]:
         with pytest.raises(LoraError, match=match) as err:

@@ -143,9 +143,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     lora.add_argument(
         "--lora-dropout",
         type=float,
-        default=0.0,
         metavar="P",
-        help="adapter input dropout; only 0 is supported (the kernels run the merged weight)",
+        help="peft's lora_dropout: each adapter's input dropped with probability P while "
+        "training, its own mask per projection (default 0: off, the adapters merged into the "
+        "kernels' weights)",
     )
     lora.add_argument(
         "--lora-targets",
@@ -314,7 +315,8 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         assert trainable.lora is not None
         n = trainable.values.flat.size
         console.print(
-            f"LoRA rank {trainable.lora.rank}, alpha {trainable.lora.alpha:g} on "
+            f"LoRA rank {trainable.lora.rank}, alpha {trainable.lora.alpha:g}"
+            f"{_dropout_note(trainable.lora.dropout)} on "
             f"{','.join(trainable.lora.targets)}: {n:,} trainable parameters "
             f"({100 * n / model.n_params:.2f}% of {model.n_params / 1e6:.2f}M, base frozen in fp16)"
         )
@@ -368,14 +370,28 @@ def _lora_trainable(args: argparse.Namespace, init: Any, resumed: Any) -> Any:
         rank = args.lora_rank if args.lora_rank is not None else rec.rank
         alpha = args.lora_alpha if args.lora_alpha is not None else rec.alpha
         targets = args.lora_targets or ",".join(rec.targets)
+        dropout = args.lora_dropout if args.lora_dropout is not None else rec.dropout
     elif args.lora_rank is None:
+        given = [f for f in _LORA_SETTINGS if getattr(args, f[2:].replace("-", "_")) is not None]
+        if given:
+            from anetrain.train.loop import TrainError
+
+            raise TrainError(f"{given[0]} needs --lora-rank R (it sets up the LoRA adapters)")
         return None
     else:
         rank, alpha, targets = args.lora_rank, args.lora_alpha, args.lora_targets
-    lora = lora_config(init.config, rank, alpha, targets, args.lora_dropout)
+        dropout = args.lora_dropout if args.lora_dropout is not None else 0.0
+    lora = lora_config(init.config, rank, alpha, targets, dropout)
     if resumed is None:
         base_path = str(init.path.resolve())
     return LoraTrainable(init.params, lora, args.seed, base_path=base_path)
+
+
+_LORA_SETTINGS = ("--lora-alpha", "--lora-dropout", "--lora-targets")
+
+
+def _dropout_note(p: float) -> str:
+    return f", dropout {p:g}" if p else ""
 
 
 def _lora_resume(args: argparse.Namespace) -> tuple[Any, Any, str] | None:
@@ -391,7 +407,7 @@ def _lora_resume(args: argparse.Namespace) -> tuple[Any, Any, str] | None:
         return None
     rec = read_metadata(path)["extra"].get("lora")
     if not isinstance(rec, dict):
-        if args.lora_rank is not None:
+        if args.lora_rank is not None or args.lora_dropout is not None:
             from anetrain.train.loop import TrainError
 
             raise TrainError(f"{path}: a full training run; resume it without --lora-*")
@@ -568,7 +584,8 @@ def _report(console: Any, s: dict[str, Any], trainer: Any) -> None:
         lora = s["lora"]
         t.add_row(
             "LoRA",
-            f"rank {lora['rank']}, alpha {lora['alpha']:g} on {','.join(lora['targets'])}: "
+            f"rank {lora['rank']}, alpha {lora['alpha']:g}{_dropout_note(lora['dropout'])} on "
+            f"{','.join(lora['targets'])}: "
             f"{s['trainable_params']:,} trainable parameters, base frozen",
         )
     if s["skipped_steps"]:

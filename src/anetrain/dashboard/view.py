@@ -181,7 +181,9 @@ def _lora_line(lora: Any) -> list[Text]:
         return []
     c = lora["config"]
     targets = ",".join(map(str, c.get("targets") or []))
-    return [Text(f"LoRA r{c.get('rank')} alpha {c.get('alpha')} on {targets} · base frozen")]
+    dropout = f" dropout {c['dropout']}" if c.get("dropout") else ""
+    text = f"LoRA r{c.get('rank')} alpha {c.get('alpha')}{dropout} on {targets} · base frozen"
+    return [Text(text)]
 
 
 def _plural(n: Any, word: str) -> str:

@@ -82,6 +82,10 @@ class Dims:
     norm_eps: float = 1e-5
     dtype: DType = FP16  # FP32 builds the same kernels without fp16 rounding (for testing)
     target: str = "ios18"  # MIL dialect: "ios16" (program(1.0)) for M1/M2
+    # LoRA with dropout: the projections (of INNER_PROJECTIONS) whose adapter term the kernels
+    # add themselves, and its rank (empty: the kernels' weights are the whole model)
+    adapted: tuple[str, ...] = ()
+    adapter_rank: int = 0
 
     @classmethod
     def from_config(cls, config: object, dtype: DType = FP16, target: str = "ios18") -> Dims:
@@ -228,14 +232,29 @@ def rope_tables(seq: int, head_dim: int, base: float = 10000.0) -> tuple[np.ndar
     return np.repeat(cos, 2, axis=1).reshape(shape), np.repeat(sin, 2, axis=1).reshape(shape)
 
 
+# The projections whose output is consumed inside its kernel (RoPE and attention, SwiGLU), per
+# kernel and with its output width: with LoRA dropout their adapter term must be added there.
+# Every other projection's output (and every dx) reaches the CPU, which adds the term itself.
+INNER_PROJECTIONS = {"sdpa_fwd": ("wq", "wk", "wv"), "ffn_fused": ("w1", "w3")}
+
+
+def _out_width(d: Dims, param: str) -> int:
+    return {"wq": d.q_dim, "wk": d.kv_dim, "wv": d.kv_dim, "w1": d.hidden, "w3": d.hidden}[param]
+
+
 class _KernelBuilder:
-    """Collects input regions while a kernel's program is built."""
+    """Collects input regions while a kernel's program is built. The input's columns past
+    ``width`` hold the adapter terms of the kernel's :data:`INNER_PROJECTIONS` in ``dims.adapted``
+    (see :meth:`plus_adapter`)."""
 
     def __init__(self, name: str, dims: Dims, channels: int, width: int) -> None:
         self.name = name
         self.dims = dims
         self.b = Builder(dims.target)
         self.f = Fragments(self.b, dims.dtype)
+        self._adapter_col = width
+        adapted = [p for p in INNER_PROJECTIONS.get(name, ()) if p in dims.adapted]
+        width += sum(dims.seq + _out_width(dims, p) for p in adapted)
         self.x = self.b.input("x", dims.dtype, [1, channels, 1, width])
         self.inputs: dict[str, Region] = {}
         self.weight_regions: dict[str, WeightRegion] = {}
@@ -264,6 +283,19 @@ class _KernelBuilder:
         self.weight_regions[key] = WeightRegion(Region(0, length, col, 1), param, False)
         sl = self.f.slice_cols(self.x, 0, length, col, 1, f"{key}_sl")
         return self.b.reshape(sl, self.f.ints([1, 1, 1, length], f"{key}_r"), name=key)
+
+    def plus_adapter(self, y: Var, param: str) -> Var:
+        """``y [1,1,S,OUT] + u^T B^T`` when ``param``'s adapter runs in this kernel (LoRA with
+        dropout): the input region ``{param}_u`` [r, S] holds ``u = s A dropout(x)`` (written by
+        the CPU, a fresh mask each window) and the weight region ``{param}_b_t`` holds the
+        adapter's ``B`` (parameter ``{param}.B``, stored transposed). Otherwise ``y``."""
+        if param not in self.dims.adapted:
+            return y
+        r, s, out = self.dims.adapter_rank, self.dims.seq, _out_width(self.dims, param)
+        col, self._adapter_col = self._adapter_col, self._adapter_col + s + out
+        u = self.f.token_major(self.region(f"{param}_u", 0, r, col, s), f"{param}_u_tm")
+        b_t = self.matrix(f"{param}_b_t", f"{param}.B", True, r, col + s, out)
+        return self.b.add(y, self.f.linear(u, b_t, f"{param}_lora_mm"), name=f"{param}_lora")
 
     def input_span(self, key: str, parts: tuple[str, ...]) -> None:
         """Declare the activation inputs ``parts`` as one composite input region ``key``."""
@@ -339,6 +371,7 @@ def sdpa_fwd(d: Dims) -> KernelSpec:
     q = k.f.linear(xn, k.matrix("wq_t", "wq", True, d.dim, s, qd), "q_mm")
     kk = k.f.linear(xn, k.matrix("wk_t", "wk", True, d.dim, s + qd, kvd), "k_mm")
     v = k.f.linear(xn, k.matrix("wv_t", "wv", True, d.dim, s + qd + kvd, kvd), "v_mm")
+    q, kk, v = (k.plus_adapter(y, p) for y, p in ((q, "wq"), (kk, "wk"), (v, "wv")))
     q_h, k_h = k.f.heads(q, d.n_heads, "qh"), k.f.heads(kk, d.n_kv_heads, "kh")
     raw_taps: list[tuple[str, Var]] = []
     if d.qk_norm:  # the raw projections are tapped for the CPU's QK-norm backward
@@ -413,6 +446,7 @@ def ffn_fused(d: Dims) -> KernelSpec:
     x2 = k.region("x2", 0, d.dim, s, s)
     h1 = k.f.linear(xn, k.matrix("w1_t", "w1", True, d.dim, 2 * s, fh), "h1_mm")
     h3 = k.f.linear(xn, k.matrix("w3_t", "w3", True, d.dim, 2 * s + fh, fh), "h3_mm")
+    h1, h3 = k.plus_adapter(h1, "w1"), k.plus_adapter(h3, "w3")
     sig = k.b.sigmoid(h1, name="sig")
     silu = k.b.mul(h1, sig, name="silu")
     gate = k.b.mul(silu, h3, name="gate_tm")

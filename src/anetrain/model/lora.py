@@ -94,11 +94,10 @@ def lora_config(
     alpha = float(rank if alpha is None else alpha)
     if not (math.isfinite(alpha) and alpha > 0):
         raise LoraError(f"--lora-alpha {alpha}: must be a positive number")
-    if dropout != 0.0:
+    if not (math.isfinite(dropout) and 0 <= dropout < 1):
         raise LoraError(
-            f"--lora-dropout {dropout}: not supported: the kernels run the merged weight "
-            "W + (alpha/r) B A, so the adapter path cannot see a differently dropped input; "
-            "use 0 (the default)"
+            f"--lora-dropout {dropout}: must be a probability in [0, 1) (peft's lora_dropout; "
+            "0, the default, turns it off)"
         )
     return LoraConfig(int(rank), alpha, names, float(dropout))
 

@@ -47,14 +47,18 @@ def make_pipeline(
     used_ids: np.ndarray | None,
     *,
     ane_extras: bool = False,
+    adapters: tuple[tuple[str, ...], int] = ((), 0),
 ) -> KernelPipeline:
-    """The pipeline named ``pipeline`` (see :data:`PIPELINES`), compiled on ``backend``."""
+    """The pipeline named ``pipeline`` (see :data:`PIPELINES`), compiled on ``backend``;
+    ``adapters``: the LoRA terms its kernels add (dynamic only: LoRA with dropout)."""
     if pipeline not in PIPELINES:
         raise PipelineChoiceError(f"unknown pipeline {pipeline!r}; choose one of {PIPELINES}")
     if pipeline == "dynamic":
         if ane_extras:
             raise PipelineChoiceError("--ane-extras needs --pipeline static")
-        return DynamicPipeline(config, backend=backend, dtype=dtype, used_ids=used_ids)
+        return DynamicPipeline(
+            config, backend=backend, dtype=dtype, used_ids=used_ids, adapters=adapters
+        )
     return StaticPipeline(
         config, backend=backend, dtype=dtype, used_ids=used_ids, extras=ane_extras
     )

@@ -183,6 +183,8 @@ class Trainer:
                 "weight into its kernels and has no LoRA gradient path"
             )
         self.trainable = trainable
+        if trainable.dropout is not None:  # each rank draws its own LoRA dropout masks
+            trainable.dropout.rank = self.world.rank
         self.params = trainable.params  # what the pipeline reads (a LoRA base is frozen fp16)
         self.grads = trainable.grads
         self.adam = AdamW(
@@ -212,8 +214,9 @@ class Trainer:
         backend = make_backend(train.backend, chip, train.compile_budget)
         dtype = FP16 if train.fp16 else FP32
         self.pipeline = make_pipeline(
-            train.pipeline, model, backend, dtype, used, ane_extras=train.ane_extras
-        )
+            train.pipeline, model, backend, dtype, used, ane_extras=train.ane_extras,
+            adapters=trainable.kernel_adapters,
+        )  # fmt: skip
         self.restart_due = False
         if self.pipeline.compiles_per_stage and self.world.size > 1:
             raise TrainError(
@@ -258,6 +261,8 @@ class Trainer:
         self.step = state["step"]
         self.best_loss = state["best_loss"]
         self.prior = RunTotals(**state["run"])
+        if self.trainable.dropout is not None:  # the LoRA dropout mask stream's position
+            self.trainable.dropout.load_state_dict(state["lora_dropout"])
 
     def _load_last(self) -> dict[str, Any]:
         """Load ``ckpt_last`` into the weights and moments (checking its run state loads);
@@ -310,7 +315,9 @@ class Trainer:
             ) from None
         keys = ("step", "adam_t", "scaler", "data", "best_loss")
         run = ckpt.extra.get("run", {})
-        return {"notes": notes, "run": run, **{k: getattr(ckpt, k) for k in keys}}
+        dropout = (lora_ckpt or {}).get("dropout")
+        out = {"notes": notes, "run": run, **{k: getattr(ckpt, k) for k in keys}}
+        return out | {"lora_dropout": dropout}
 
     def checkpoint(self) -> Checkpoint:
         values = self.trainable.values

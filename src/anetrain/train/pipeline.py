@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -79,10 +79,52 @@ class NormGrads:
     k_norm: np.ndarray | None = None  # [HD]
 
 
+class AdapterPath:
+    """LoRA's adapter path where it runs beside the kernels' weights: peft's
+    ``y = W x + s B A dropout(x)`` while training with dropout, where the kernels hold the base
+    ``W`` (:class:`anetrain.train.trainable.LoraDropout`). This base adds nothing: the kernels'
+    weights are the whole model (full training, or LoRA without dropout, ``W + s B A`` merged
+    into the staged weights). Terms are ``(projection, its input or output gradient [C, S])``."""
+
+    adapted: tuple[str, ...] = ()  # projections whose term the kernels add (Dims.adapted)
+
+    def begin_window(self, timer: PhaseTimer) -> None:
+        """A new window: fresh dropout masks."""
+
+    def kernel_inputs(self, layer: int, x: np.ndarray, *names: str) -> dict[str, np.ndarray]:
+        """The adapter inputs ``{name}_u = s A dropout(x)`` of a kernel's inner projections."""
+        return {}
+
+    def add(
+        self, layer: int, y: np.ndarray, *terms: tuple[str, np.ndarray], scale: float = 1.0
+    ) -> np.ndarray:
+        """``y + scale * s B A dropout(x)`` for each ``(projection, x)`` run on the CPU."""
+        return y
+
+    def on_cpu(self, name: str) -> bool:
+        """Does the CPU add ``name``'s terms (so its kernel outputs must be read)?"""
+        return False
+
+    def add_dx(self, layer: int, dx: np.ndarray, *terms: tuple[str, np.ndarray]) -> np.ndarray:
+        """``dx + mask * s A^T B^T dy`` for each ``(projection, dy)``: the adapter path's
+        input gradient (its dropout mask, scaled by ``1/(1-p)``, applied)."""
+        return dx
+
+    def dropped(self, layer: int, name: str, x: np.ndarray) -> np.ndarray:
+        """The input the adapter of ``name`` saw: ``dropout(x)`` with the window's mask."""
+        return x
+
+
+NO_ADAPTER_PATH = AdapterPath()
+
+
 class GradSink:
     """Where the backward's weight gradients go: here every parameter of ``grads`` (full
-    training). LoRA replaces it (:class:`anetrain.train.lora.LoraGrads`): the same activations
-    and output gradients, adapter gradients instead of frozen ``dW``s."""
+    training). LoRA replaces it (:class:`anetrain.train.trainable.LoraGrads`): the same
+    activations and output gradients, adapter gradients instead of frozen ``dW``s. With LoRA
+    dropout its ``path`` adds the adapter terms the kernels do not."""
+
+    path: AdapterPath = NO_ADAPTER_PATH
 
     def __init__(self, grads: Params) -> None:
         self.grads = grads
@@ -158,6 +200,7 @@ class KernelPipeline:
         self.compile_s = 0.0  # all compiles so far (seconds)
         self.staged = False
         self._g = 1.0  # grad_scale of the window in flight
+        self._path = NO_ADAPTER_PATH  # the window's adapter path (its sink's)
         # Two cores, two threads of BLAS work: the main thread (kernels, classifier) and one
         # worker (weight gradients), each with single-threaded BLAS so they never oversubscribe.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dw") if overlap_blas else None
@@ -226,8 +269,10 @@ class KernelPipeline:
 
     def _dw(self, layer: int, *terms: tuple[str, np.ndarray, np.ndarray]) -> None:
         """Deferred weight gradients per ``(param, dout [OUT, S], x [IN, S])`` into the sink
-        (``d param += grad_scale * dout @ x^T`` when training every weight)."""
-        g, sink = self._g, self._sink
+        (``d param += grad_scale * dout @ x^T`` when training every weight); with LoRA dropout
+        the sink gets ``x`` as the adapter saw it, dropped with this window's mask."""
+        g, sink, path = self._g, self._sink, self._path
+        terms = tuple((name, dout, path.dropped(layer, name, x)) for name, dout, x in terms)
 
         def run() -> None:
             for name, dout, x in terms:
@@ -332,6 +377,14 @@ class KernelPipeline:
             raise ValueError(f"tokens and targets must have shape [{S}]")
         self._g = grad_scale
         self._sink = sink = grads if isinstance(grads, GradSink) else GradSink(grads)
+        if sink.path.adapted != self.dims.adapted:
+            raise ValueError(
+                f"the kernels add the adapter terms of {self.dims.adapted}, the sink's adapter "
+                f"path expects {sink.path.adapted}: build the pipeline with "
+                "adapters=trainable.kernel_adapters"
+            )
+        self._path = sink.path  # the forward's adapter terms (a training window's)
+        sink.path.begin_window(self.timer)
         x, acts = self.forward(params, tokens)
         ct = self.vocab.compact(np.asarray(targets, dtype=np.int64))
         losses, dx = self._head_forward_backward(params, sink, x, ct, loss_scale / S)
@@ -413,12 +466,16 @@ class DynamicPipeline(KernelPipeline):
         *,
         forward_only: bool = False,
         prestage: bool | None = None,
+        adapters: tuple[tuple[str, ...], int] = ((), 0),
         **common: Any,
     ) -> None:
         """``common``: :class:`KernelPipeline`'s keywords (backend, chip, dtype, used_ids,
         overlap_blas). ``prestage``: keep one input surface per layer and kernel with the
-        weights staged in it (None: when those surfaces take at most ``PRESTAGE_MAX_BYTES``)."""
+        weights staged in it (None: when those surfaces take at most ``PRESTAGE_MAX_BYTES``).
+        ``adapters``: the projections whose LoRA term the kernels add, and its rank (LoRA with
+        dropout: ``LoraTrainable.kernel_adapters``)."""
         super().__init__(config, **common)
+        self.dims = replace(self.dims, adapted=adapters[0], adapter_rank=adapters[1])
         self.forward_only = forward_only  # compile just the three forward kernels (prefill)
         self.specs = {
             name: spec
@@ -465,40 +522,44 @@ class DynamicPipeline(KernelPipeline):
         self, layer: int, p: LayerParams, x: np.ndarray
     ) -> tuple[np.ndarray, LayerActs]:
         """One block, as :func:`reference.layer_forward`. x [D, S] -> x_next [D, S]."""
-        k, alpha = self.k, self.dims.res_alpha
+        k, alpha, ad = self.k, self.dims.res_alpha, self._path
         # attention rmsnorm
         xn, rrms1 = self._rmsnorm(x, p.rms_att)  # [D,S], [S,1]
-        # qkv projections, RoPE, causal GQA attention (one kernel)
-        att = k["sdpa_fwd"](layer, xn=xn)  # attn [QD,S]; taps qkv [QD+2KVD,S]
-        # output projection, residual
-        o = k["wo_fwd"](layer, attn=att.tap("attn"))["o"]  # [D,S]
+        # qkv projections (+ LoRA-dropout terms), RoPE, causal GQA attention (one kernel)
+        att = k["sdpa_fwd"](layer, xn=xn, **ad.kernel_inputs(layer, xn, "wq", "wk", "wv"))
+        attn = att["attn"]  # [QD,S]; taps qkv [QD+2KVD,S]
+        # output projection (+ its LoRA-dropout term), residual
+        o = ad.add(layer, k["wo_fwd"](layer, attn=att.tap("attn"))["o"], ("wo", attn))  # [D,S]
         x2 = self._elementwise(residual_forward, x, o, alpha)  # [D,S]
-        # ffn rmsnorm, SwiGLU, residual (one kernel)
+        # ffn rmsnorm, SwiGLU (+ gate/up LoRA-dropout terms), residual (one kernel)
         x2n, rrms2 = self._rmsnorm(x2, p.rms_ffn)  # [D,S], [S,1]
-        ffn = k["ffn_fused"](layer, x2n=x2n, x2=x2)  # x_next [D,S]; taps h1, h3, gate [H,S]
+        ffn = k["ffn_fused"](layer, x2n=x2n, x2=x2, **ad.kernel_inputs(layer, x2n, "w1", "w3"))
+        gate = ffn["gate"]  # [H,S]; taps h1, h3 [H,S]
+        x_next = ad.add(layer, ffn["x_next"], ("w2", gate), scale=alpha)  # [D,S] (+ down's)
         qk_raw = (att["q_raw"], att["k_raw"]) if self.config.qk_norm else None  # [QD|KVD,S]
-        acts = LayerActs(
-            x, xn, rrms1, att["attn"], att["qkv"], x2, x2n, rrms2, ffn["h1"], ffn["h3"], ffn["gate"]
-        )
+        acts = LayerActs(x, xn, rrms1, attn, att["qkv"], x2, x2n, rrms2, ffn["h1"], ffn["h3"], gate)
         acts.qk_raw = qk_raw
-        return ffn["x_next"], acts
+        return x_next, acts
 
     def _layer_backward(
         self, layer: int, p: LayerParams, dp: NormGrads, a: LayerActs, dx_next: np.ndarray
     ) -> np.ndarray:
         """The same list as :meth:`_layer_forward`, reversed, as :func:`reference.layer_backward`.
         dx_next [D, S] (loss-scaled) -> dx [D, S]; weight gradients are deferred."""
-        k, alpha = self.k, self.dims.res_alpha
+        k, alpha, ad = self.k, self.dims.res_alpha, self._path
         # ffn branch
         dx2, dffn = self._elementwise(residual_backward, dx_next, alpha)  # [D,S] each
         dgate = k["ffn_bwd_w2t"](layer, dffn=dffn)["dgate"]  # [H,S] W2^T dffn
+        dgate = ad.add_dx(layer, dgate, ("w2", dffn))  # (+ down's LoRA-dropout term)
         dh1, dh3 = self._elementwise(swiglu_backward, dgate, a.h1, a.h3)  # [H,S] each
         dx2n = k["ffn_bwd_w13t"](layer, dh1=dh1, dh3=dh3)["dx2n"]  # [D,S] W1^T dh1 + W3^T dh3
+        dx2n = ad.add_dx(layer, dx2n, ("w1", dh1), ("w3", dh3))
         self._dw(layer, ("w2", dffn, a.gate), ("w1", dh1, a.x2n), ("w3", dh3, a.x2n))
         dx2 = dx2 + self._rmsnorm_backward(dp.rms_ffn, dx2n, a.x2, p.rms_ffn, a.rrms2)  # [D,S]
         # attention branch
         dx, dattn = self._elementwise(residual_backward, dx2, alpha)  # [D,S] each
-        dao = k["wot_bwd"](layer, dattn=dattn).tap("dao")  # [QD,S] Wo^T dattn
+        wot = k["wot_bwd"](layer, dattn=dattn)  # dao [QD,S] Wo^T dattn, copied on as a tap
+        dao = ad.add_dx(layer, wot["dao"], ("wo", dattn)) if ad.on_cpu("wo") else wot.tap("dao")
         self._dw(layer, ("wo", dattn, a.attn))
         b1 = k["sdpa_bwd1"](qkv=a.qkv, dao=dao)  # dv [KVD,S]; scores (probs, dp) [2*NH*S,S]
         b2 = k["sdpa_bwd2"](scores=b1.tap("scores"), qk=a.qkv[self._qk])  # dq, dk pre-RoPE
@@ -511,6 +572,7 @@ class DynamicPipeline(KernelPipeline):
         self._dw(layer, ("wq", dq, a.xn), ("wk", dk, a.xn), ("wv", dv, a.xn))
         dxn = k["q_bwd"](layer, dq=dq_in)["dxn_q"]  # [D,S] Wq^T dq
         dxn += k["kv_bwd"](layer, dk=dk_in, dv=b1.tap("dv"))["dxn_kv"]  # Wk^T dk + Wv^T dv
+        dxn = ad.add_dx(layer, dxn, ("wq", dq), ("wk", dk), ("wv", dv))
         return dx + self._rmsnorm_backward(dp.rms_att, dxn, a.x, p.rms_att, a.rrms1)  # [D,S]
 
 

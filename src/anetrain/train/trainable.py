@@ -10,9 +10,11 @@ samples and export.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from anetrain.kernels.dynamic import INNER_PROJECTIONS
 from anetrain.mil.types import FP16
 from anetrain.model.lora import (
     Adapters,
@@ -24,13 +26,24 @@ from anetrain.model.lora import (
     write_peft,
 )
 from anetrain.model.params import Params
-from anetrain.train.pipeline import DynamicPipeline, GradSink, KernelPipeline, NormGrads
+from anetrain.runfolder import PHASES
+from anetrain.train.calls import PhaseTimer
+from anetrain.train.pipeline import (
+    NO_ADAPTER_PATH,
+    AdapterPath,
+    DynamicPipeline,
+    GradSink,
+    KernelPipeline,
+    NormGrads,
+)
 
 
 class FullTrainable:
     """Full fine-tuning (or training from scratch): the model's own parameters."""
 
     lora: LoraConfig | None = None
+    dropout: LoraDropout | None = None
+    kernel_adapters: tuple[tuple[str, ...], int] = ((), 0)  # the kernels' own adapter terms
 
     def __init__(self, params: Params) -> None:
         self.params = params  # what the pipeline's CPU parts read
@@ -45,12 +58,95 @@ class FullTrainable:
         return self.params
 
 
+class LoraDropout(AdapterPath):
+    """peft's ``lora_dropout`` while training: ``y = W x + s B A dropout(x)`` for each targeted
+    projection, with its own mask per projection, layer and window (q, k and v read the same
+    ``xn`` through three masks, so the merged ``W + s B A`` is exact only without dropout).
+
+    The kernels hold the base ``W``. The adapter terms of the projections whose output stays
+    inside a kernel (:data:`~anetrain.kernels.dynamic.INNER_PROJECTIONS`: q, k, v, gate, up) run
+    there, from ``u = s A dropout(x)`` written as an input and ``B`` staged as a weight; o's and
+    down's terms, and every adapter's input gradient ``dropout^T(s A^T B^T dy)``, are rank-r
+    GEMMs on the CPU, here. Inverted dropout: kept values are scaled by ``1/(1-p)``.
+
+    Masks: window ``n`` on data-parallel rank ``rank`` draws from
+    ``numpy.random.default_rng([seed, rank, n])``, at a layer's first use, one
+    ``random((IN, S), float32)`` per targeted projection in target order (q, k, v, o, gate, up,
+    down), kept where ``>= p``. ``windows`` is run state (checkpointed): a resumed run draws the
+    masks the straight run would, and every accumulation window draws fresh ones."""
+
+    def __init__(self, adapters: Adapters, seed: int) -> None:
+        lora = adapters.lora
+        self.adapters, self.p, self.scaling = adapters, lora.dropout, np.float32(lora.scaling)
+        self.keep_scale = np.float32(1 / (1 - lora.dropout))
+        self.targets = lora.params
+        inner = {p for params in INNER_PROJECTIONS.values() for p in params}
+        self.adapted = tuple(p for p in lora.params if p in inner)
+        self.seed, self.rank, self.windows = int(seed), 0, 0
+        self.masks: dict[tuple[int, str], np.ndarray] = {}  # this window's, bool [IN, S]
+        self._timer = PhaseTimer(PHASES)
+        self._rng = np.random.default_rng([self.seed, self.rank, self.windows])
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "windows": self.windows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seed, self.windows = int(state["seed"]), int(state["windows"])
+
+    def begin_window(self, timer: PhaseTimer) -> None:
+        self._timer = timer
+        self._rng = np.random.default_rng([self.seed, self.rank, self.windows])
+        self.windows += 1
+        self.masks = {}
+
+    def dropped(self, layer: int, name: str, x: np.ndarray) -> np.ndarray:
+        if name not in self.targets:
+            return x
+        if (layer, name) not in self.masks:  # the layer's masks, drawn in target order
+            for n in self.targets:
+                width = self.adapters[f"{n}.A"].shape[-1]
+                self.masks[layer, n] = self._rng.random((width, x.shape[1]), np.float32) >= self.p
+        return x * self.masks[layer, name] * self.keep_scale  # [IN,S]
+
+    def _u(self, layer: int, name: str, x: np.ndarray) -> np.ndarray:
+        """``s A dropout(x)``: [r, S]."""
+        return self.scaling * (self.adapters[f"{name}.A"][layer] @ self.dropped(layer, name, x))
+
+    def kernel_inputs(self, layer: int, x: np.ndarray, *names: str) -> dict[str, np.ndarray]:
+        with self._timer("elementwise"):
+            return {f"{n}_u": self._u(layer, n, x) for n in names if n in self.adapted}
+
+    def add(
+        self, layer: int, y: np.ndarray, *terms: tuple[str, np.ndarray], scale: float = 1.0
+    ) -> np.ndarray:
+        with self._timer("elementwise"):
+            for name, x in terms:
+                if name in self.targets:
+                    b = self.adapters[f"{name}.B"][layer]  # [OUT,r]
+                    y = y + np.float32(scale) * (b @ self._u(layer, name, x))  # [OUT,S]
+            return y
+
+    def on_cpu(self, name: str) -> bool:
+        return name in self.targets
+
+    def add_dx(self, layer: int, dx: np.ndarray, *terms: tuple[str, np.ndarray]) -> np.ndarray:
+        with self._timer("elementwise"):
+            for name, dy in terms:
+                if name in self.targets:
+                    a, b = self.adapters[f"{name}.A"][layer], self.adapters[f"{name}.B"][layer]
+                    dx = dx + self.dropped(layer, name, a.T @ (self.scaling * (b.T @ dy)))
+            return dx
+
+
 class LoraGrads(GradSink):
     """Adapter gradients from the kernels' activations and output gradients; frozen weights
-    (norms, embeddings, untargeted projections) get none."""
+    (norms, embeddings, untargeted projections) get none. ``path``: the adapter terms beside the
+    kernels (LoRA dropout), whose dropped inputs the pipeline hands over."""
 
-    def __init__(self, adapters: Adapters, grads: Adapters) -> None:
-        self.adapters, self.adapter_grads = adapters, grads
+    def __init__(
+        self, adapters: Adapters, grads: Adapters, path: AdapterPath = NO_ADAPTER_PATH
+    ) -> None:
+        self.adapters, self.adapter_grads, self.path = adapters, grads, path
 
     @property
     def flat(self) -> np.ndarray:
@@ -79,14 +175,31 @@ class LoraTrainable:
         self.base_id = base_fingerprint(self.params)
         self.values = init_adapters(base.config, lora, seed)
         self.grads = self.values.zeros_like()
-        self.sink = LoraGrads(self.values, self.grads)
+        self.dropout = LoraDropout(self.values, seed) if lora.dropout > 0 else None
+        self.sink = LoraGrads(self.values, self.grads, self.dropout or NO_ADAPTER_PATH)
         self._base_staged: DynamicPipeline | None = None
         self._effective: dict[str, np.ndarray] | None = None
+
+    @property
+    def kernel_adapters(self) -> tuple[tuple[str, ...], int]:
+        """The projections whose adapter term the kernels add, and its rank (with dropout;
+        ``DynamicPipeline(adapters=...)``)."""
+        adapted = self.sink.path.adapted
+        return (adapted, self.lora.rank) if adapted else ((), 0)
 
     def stage(self, pipeline: DynamicPipeline) -> None:
         """Prestaged surfaces: the frozen base once per pipeline, then only the adapted
         projections. Per-call staging (large models) reads the weights at every kernel call, so
-        the adapted projections are materialised once per update, in the kernels' dtype."""
+        the adapted projections are materialised once per update, in the kernels' dtype. With
+        dropout the kernels keep the base, and an update changes only their adapters' ``B``."""
+        if self.dropout is not None:
+            weights = _BaseAndB(self.params, self.values)
+            if self._base_staged is not pipeline:
+                pipeline.stage_weights(weights)
+                self._base_staged = pipeline
+            elif self.dropout.adapted:
+                pipeline.stage_weights(weights, only=[f"{n}.B" for n in self.dropout.adapted])
+            return
         if not pipeline.prestage:
             pipeline.stage_weights(self._materialised(pipeline))
             return
@@ -110,8 +223,24 @@ class LoraTrainable:
         return self.values.merged(self.params)
 
     def record(self) -> dict[str, object]:
-        """What a checkpoint keeps instead of the base: the settings and which base."""
-        return {"config": self.lora.to_dict(), "base": {"id": self.base_id, "path": self.base_path}}
+        """What a checkpoint keeps instead of the base: the settings and which base (and with
+        dropout, the mask stream's position)."""
+        rec: dict[str, object] = {"config": self.lora.to_dict()}
+        rec["base"] = {"id": self.base_id, "path": self.base_path}
+        if self.dropout is not None:
+            rec["dropout"] = self.dropout.state_dict()
+        return rec
 
     def write_peft(self, folder: Path) -> Path:
         return write_peft(folder, self.values, self.base_path)
+
+
+class _BaseAndB:
+    """The kernels' weights with LoRA dropout: the frozen base, plus each adapter's ``B`` as
+    ``"{param}.B"`` (the weight of the adapter terms the kernels add)."""
+
+    def __init__(self, base: Params, adapters: Adapters) -> None:
+        self.base, self.adapters = base, adapters
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.adapters[name] if name in self.adapters.tensors else self.base[name]

@@ -1,7 +1,7 @@
 """LoRA vs full fine-tuning of the same shape on the simulated ANE pipeline: step time, peak RSS.
 
     flock /tmp/bigmem.lock python benchmarks/lora_step.py [--model qwen3-0.6b] [--rank 16]
-        [--layers N] [--steps 3]
+        [--layers N] [--steps 3] [--dropout P]
 
 Each mode runs in its own fresh process, one after the other (so each peak RSS is its own):
 ``full`` trains every weight (fp32 weights, gradients and two AdamW moments); ``lora`` holds the
@@ -10,7 +10,9 @@ only) and stages ``W + (alpha/r) B A`` into the kernels' weight regions each ste
 ``Trainer.train_step`` (one window of ``seq_len`` tokens of the built-in corpus, the classifier
 over the ids it uses) after one untimed warm-up step. ``--layers`` keeps every width and cuts the
 depth (label your figures so). Prints per-mode median step time, peak RSS (VmHWM) and the RSS
-after the steps (VmRSS), then the LoRA/full ratios.
+after the steps (VmRSS), then the LoRA/full ratios. ``--dropout P`` adds a third mode, LoRA with
+peft's dropout P (the kernels keep the base weights; the adapter terms run beside them with a
+fresh mask per projection and window), and its ratios to LoRA without dropout.
 """
 
 from __future__ import annotations
@@ -48,9 +50,11 @@ def child(args: argparse.Namespace) -> dict[str, object]:
     cfg = TrainConfig(steps=10**6, accum=1, eval_every=10**6, ckpt_every=10**6)
     start = time.perf_counter()
     trainable = None
-    if args.child == "lora":
+    if args.child in ("lora", "dropout"):
         base = init_params(model)
-        trainable = LoraTrainable(base, lora_config(model, args.rank, 2.0 * args.rank))
+        dropout = args.dropout if args.child == "dropout" else 0.0
+        lora = lora_config(model, args.rank, 2.0 * args.rank, dropout=dropout)
+        trainable = LoraTrainable(base, lora)
         del base  # the fp32 init; the trainable holds the fp16 base
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model, data, cfg, Path(tmp), trainable=trainable)
@@ -76,23 +80,24 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--layers", type=int, default=0, help="cut the depth (0: the preset's)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per mode")
-    ap.add_argument("--child", choices=["full", "lora"], help=argparse.SUPPRESS)
+    ap.add_argument("--dropout", type=float, default=0.0, help="also time LoRA with dropout P")
+    ap.add_argument("--child", choices=["full", "lora", "dropout"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args)))
         return
     results = {}
-    for mode in ("full", "lora"):
+    for mode in ("full", "lora", "dropout") if args.dropout else ("full", "lora"):
         argv = [sys.executable, __file__, "--child", mode, "--model", args.model]
         argv += ["--rank", str(args.rank), "--layers", str(args.layers)]
-        argv += ["--steps", str(args.steps)]
+        argv += ["--dropout", str(args.dropout), "--steps", str(args.steps)]
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         results[mode] = json.loads(out.strip().splitlines()[-1])
     depth = f", {args.layers} layers (widths of the preset)" if args.layers else ""
     print(f"{args.model}{depth}, sim backend, LoRA rank {args.rank} on q,k,v,o,gate,up,down")
     for mode, r in results.items():
         print(
-            f"{mode:5s} {r['trainable']:>13,} trainable of {r['params']:,}  "
+            f"{mode:7s} {r['trainable']:>13,} trainable of {r['params']:,}  "
             f"step {statistics.median(r['step_ms']):8.0f} ms (median of {len(r['step_ms'])}; "
             f"{', '.join(f'{m:.0f}' for m in r['step_ms'])})  "
             f"peak RSS {r['peak_rss_kib'] / 2**20:5.2f} GiB  end RSS "
@@ -102,6 +107,11 @@ def main() -> None:
     step = statistics.median(lora["step_ms"]) / statistics.median(full["step_ms"])
     rss = lora["peak_rss_kib"] / full["peak_rss_kib"]
     print(f"lora/full: step time x{step:.2f}, peak RSS x{rss:.2f}")
+    if args.dropout:
+        drop = results["dropout"]
+        step = statistics.median(drop["step_ms"]) / statistics.median(lora["step_ms"])
+        rss = drop["peak_rss_kib"] / lora["peak_rss_kib"]
+        print(f"dropout {args.dropout:g}/lora: step time x{step:.2f}, peak RSS x{rss:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anetrain.mil.types import FP32
+from anetrain.mil.types import FP32, DType
+from anetrain.model.config import ModelConfig
 from anetrain.model.hf import export_hf, import_hf
 from anetrain.model.lora import (
     ADAPTER_CONFIG,
@@ -48,6 +49,26 @@ def _random_adapters(trainable: LoraTrainable, seed: int = 0) -> None:
         t[...] = rng.normal(0, 0.2, t.shape)
 
 
+def one_window(
+    tr: LoraTrainable, cfg: ModelConfig, *, prestage: bool = True, dtype: DType = FP32
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """One forward+backward window of random tokens through the kernels into ``tr.grads``:
+    (loss, tokens, targets)."""
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, cfg.vocab_size, SEQ)
+    targets = rng.integers(0, cfg.vocab_size, SEQ)
+    pipe = DynamicPipeline(
+        cfg, dtype=dtype, overlap_blas=False, prestage=prestage, adapters=tr.kernel_adapters
+    )
+    try:
+        tr.stage(pipe)
+        loss = pipe.forward_backward(tr.params, tr.sink, tokens, targets)
+        pipe.wait()
+    finally:
+        pipe.close()
+    return loss, tokens, targets
+
+
 @pytest.mark.parametrize(
     "targets, prestage",
     [("q,k,v,o,gate,up,down", True), ("q,v", True), ("o,down", True), ("q,k,gate,down", False)],
@@ -59,16 +80,7 @@ def test_adapter_gradients_equal_peft_autograd(folder, targets, prestage, tmp_pa
     lora = lora_config(h.config, rank=4, alpha=12, targets=targets)
     tr = LoraTrainable(h.params, lora, seed=1)
     _random_adapters(tr)
-    rng = np.random.default_rng(3)
-    tokens = rng.integers(0, h.config.vocab_size, SEQ)
-    targets_ = rng.integers(0, h.config.vocab_size, SEQ)
-    pipe = DynamicPipeline(h.config, dtype=FP32, overlap_blas=False, prestage=prestage)
-    try:
-        tr.stage(pipe)
-        loss = pipe.forward_backward(tr.params, tr.sink, tokens, targets_)
-        pipe.wait()
-    finally:
-        pipe.close()
+    loss, tokens, targets_ = one_window(tr, h.config, prestage=prestage)
 
     write_peft(tmp_path / "ad", tr.values, str(path))
     pm = _peft_model(path, tmp_path / "ad", trainable=True)

@@ -22,9 +22,9 @@ from anetrain.model.config import ModelConfig
 from anetrain.model.hf import _LAYER_KEYS, import_hf
 from anetrain.model.lora import LoraConfig, lora_config, peft_state_dict, write_peft
 from anetrain.train.loop import TrainConfig, Trainer
-from anetrain.train.pipeline import DynamicPipeline
 from anetrain.train.trainable import LoraDropout, LoraTrainable
 from hf_models import save_fp16_folder, torch, transformers
+from test_lora import _random_adapters, one_window
 
 peft = pytest.importorskip("peft")
 SEQ, P, SEED = 32, 0.3, 7
@@ -61,13 +61,6 @@ class _FixedDropout(torch.nn.Module):
         return x * self.m
 
 
-def _random_adapters(tr: LoraTrainable) -> None:
-    rng = np.random.default_rng(0)
-    for name in tr.values:
-        t = tr.values[name]
-        t[...] = rng.normal(0, 0.2, t.shape)
-
-
 def ours_and_peft(
     folder: Path, targets: str, tmp_path: Path, *, prestage: bool = True, dtype: DType = FP32
 ) -> tuple[float, float, dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -76,18 +69,7 @@ def ours_and_peft(
     lora = lora_config(h.config, rank=4, alpha=12, targets=targets, dropout=P)
     tr = LoraTrainable(h.params, lora, seed=SEED)
     _random_adapters(tr)
-    rng = np.random.default_rng(3)
-    tokens = rng.integers(0, h.config.vocab_size, SEQ)
-    targets_ = rng.integers(0, h.config.vocab_size, SEQ)
-    pipe = DynamicPipeline(
-        h.config, dtype=dtype, overlap_blas=False, prestage=prestage, adapters=tr.kernel_adapters
-    )
-    try:
-        tr.stage(pipe)
-        loss = pipe.forward_backward(tr.params, tr.sink, tokens, targets_)
-        pipe.wait()
-    finally:
-        pipe.close()
+    loss, tokens, targets_ = one_window(tr, h.config, prestage=prestage, dtype=dtype)
     masks = oracle_masks(h.config, lora, window=0)
     assert tr.dropout is not None and tr.dropout.masks.keys() == masks.keys()
     assert all(np.array_equal(tr.dropout.masks[k], m) for k, m in masks.items())

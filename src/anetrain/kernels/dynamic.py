@@ -35,6 +35,12 @@ what the caller writes there), its weight regions (the parameter each holds, and
 is stored transposed), its output blocks, and the composite spans (adjacent blocks read or
 copied as one, checked contiguous when the spec is built). Callers write, read and copy by
 these names only; no offset is computed outside this module.
+
+LoRA with dropout (``Dims.adapted``): the projections whose output never leaves its kernel
+(:data:`INNER_PROJECTIONS`: q, k, v in ``sdpa_fwd``, gate and up in ``ffn_fused``) get two more
+regions each, the input ``{param}_u`` (``s A dropout(x)``, rank r, from the CPU) and the weight
+``{param}_b_t`` (the adapter's ``B``), and the kernel adds ``B u`` to ``W x`` (peft's forward with
+a fresh mask per projection, which a merged weight cannot express).
 """
 
 from __future__ import annotations

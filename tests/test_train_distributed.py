@@ -229,3 +229,27 @@ def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path: Path) -> None:
     assert "rank 0/2: the gradient all-reduce failed (" in output
     assert "hung past the 3 s timeout" in output
     load_checkpoint(out / CKPT_LAST)
+
+
+@pytest.mark.parametrize("dropout", ["0", "0.3"])
+def test_lora_two_ranks_train_like_one_process(tmp_path: Path, dropout: str) -> None:
+    """LoRA rank 4 on a tiny random Qwen3, fp32 kernels, 6 steps: 2 ranks x 1 window == 1
+    process x 2 windows bit for bit. With one window per rank the step gradient is ``g0 + g1``
+    either way, and LoRA has no embedding gradient (the one tensor that differs above). With
+    dropout too: a window's masks follow its index in the shared window stream, not the rank
+    that trains it."""
+    from anetrain.data.tokens import write_tokens
+    from hf_models import save_fp16_folder
+
+    base, _, _ = save_fp16_folder(tmp_path / "hf", "qwen3")
+    tokens = tmp_path / "t.bin"
+    write_tokens(tokens, np.random.default_rng(1).integers(0, 300, 4000))
+    worker = [str(TESTS / "dp_lora_worker.py"), str(base), str(tokens)]
+    single, ranks = tmp_path / "single", tmp_path / "ranks"
+    _run([sys.executable, *worker, str(single), "2", dropout])
+    _run(_torchrun(2, *worker, str(ranks), "2", dropout))
+    losses = [json.loads((d / "losses.json").read_text()) for d in (single, ranks)]
+    assert len(losses[0]) == 6 and losses[1] == losses[0]
+    for name in ("adapters.npy", "moments.npy"):
+        one, two = np.load(single / name), np.load(ranks / name)
+        assert np.any(one) and np.array_equal(two, one), name

@@ -38,6 +38,10 @@ class ShardedSampler:
         self.base.skip((self.world_size - self.rank - 1) * per_rank)
         return mine
 
+    def next_index(self, per_rank: int) -> int:
+        """The global stream index of this rank's first window of the next step."""
+        return self.base.windows_drawn + self.rank * per_rank
+
     @property
     def windows_drawn(self) -> int:
         """Windows of the global stream consumed so far (all ranks together)."""

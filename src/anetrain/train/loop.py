@@ -183,8 +183,6 @@ class Trainer:
                 "weight into its kernels and has no LoRA gradient path"
             )
         self.trainable = trainable
-        if trainable.dropout is not None:  # each rank draws its own LoRA dropout masks
-            trainable.dropout.rank = self.world.rank
         self.params = trainable.params  # what the pipeline reads (a LoRA base is frozen fp16)
         self.grads = trainable.grads
         self.adam = AdamW(
@@ -261,7 +259,7 @@ class Trainer:
         self.step = state["step"]
         self.best_loss = state["best_loss"]
         self.prior = RunTotals(**state["run"])
-        if self.trainable.dropout is not None:  # the LoRA dropout mask stream's position
+        if self.trainable.dropout is not None:  # the LoRA dropout masks' seed
             self.trainable.dropout.load_state_dict(state["lora_dropout"])
 
     def _load_last(self) -> dict[str, Any]:
@@ -446,6 +444,8 @@ class Trainer:
         grad_scale = 1.0 / (windows * scale)
         self.grads.flat[...] = 0.0
         loss = 0.0
+        if self.trainable.dropout is not None:  # LoRA dropout masks follow the window stream
+            self.trainable.dropout.window = self.sampler.next_index(cfg.accum)
         mine = self.sampler.next_windows(cfg.accum)
         for i, window in enumerate(mine):
             last = i == len(mine) - 1 and self.trainable.lora is None  # overlap: full only

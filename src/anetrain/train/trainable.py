@@ -69,11 +69,12 @@ class LoraDropout(AdapterPath):
     down's terms, and every adapter's input gradient ``dropout^T(s A^T B^T dy)``, are rank-r
     GEMMs on the CPU, here. Inverted dropout: kept values are scaled by ``1/(1-p)``.
 
-    Masks: window ``n`` on data-parallel rank ``rank`` draws from
-    ``numpy.random.default_rng([seed, rank, n])``, at a layer's first use, one
-    ``random((IN, S), float32)`` per targeted projection in target order (q, k, v, o, gate, up,
-    down), kept where ``>= p``. ``windows`` is run state (checkpointed): a resumed run draws the
-    masks the straight run would, and every accumulation window draws fresh ones."""
+    Masks: the window with index ``n`` in the run's window stream (the data sampler's global
+    index, set by the trainer each step) draws from ``numpy.random.default_rng([seed, n])``: at
+    a layer's first use one ``random((IN, S), float32)`` per targeted projection in target order
+    (q, k, v, o, gate, up, down), kept where ``>= p``. So every accumulation window draws fresh
+    masks, a window draws the same ones on any number of data-parallel ranks, and a resumed
+    run (the sampler's position and the seed are in the checkpoint) draws the straight run's."""
 
     def __init__(self, adapters: Adapters, seed: int) -> None:
         lora = adapters.lora
@@ -82,21 +83,22 @@ class LoraDropout(AdapterPath):
         self.targets = lora.params
         inner = {p for params in INNER_PROJECTIONS.values() for p in params}
         self.adapted = tuple(p for p in lora.params if p in inner)
-        self.seed, self.rank, self.windows = int(seed), 0, 0
+        self.seed = int(seed)
+        self.window = 0  # the stream index of the next window
         self.masks: dict[tuple[int, str], np.ndarray] = {}  # this window's, bool [IN, S]
         self._timer = PhaseTimer(PHASES)
-        self._rng = np.random.default_rng([self.seed, self.rank, self.windows])
+        self._rng = np.random.default_rng([self.seed, self.window])
 
     def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "windows": self.windows}
+        return {"seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.seed, self.windows = int(state["seed"]), int(state["windows"])
+        self.seed = int(state["seed"])
 
     def begin_window(self, timer: PhaseTimer) -> None:
         self._timer = timer
-        self._rng = np.random.default_rng([self.seed, self.rank, self.windows])
-        self.windows += 1
+        self._rng = np.random.default_rng([self.seed, self.window])
+        self.window += 1
         self.masks = {}
 
     def dropped(self, layer: int, name: str, x: np.ndarray) -> np.ndarray:
@@ -224,7 +226,7 @@ class LoraTrainable:
 
     def record(self) -> dict[str, object]:
         """What a checkpoint keeps instead of the base: the settings and which base (and with
-        dropout, the mask stream's position)."""
+        dropout, the masks' seed)."""
         rec: dict[str, object] = {"config": self.lora.to_dict()}
         rec["base"] = {"id": self.base_id, "path": self.base_path}
         if self.dropout is not None:

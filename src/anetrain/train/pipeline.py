@@ -10,6 +10,8 @@ with kernel evaluation and waited for lazily. :meth:`DynamicPipeline._layer_forw
 :func:`~anetrain.model.reference.layer_forward` / :func:`~anetrain.model.reference.layer_backward`.
 
 Activations are channel-first ``[C, S]`` (the surface layout); weights are ``[out, in]``.
+Weight gradients leave through a :class:`GradSink`; with LoRA dropout its :class:`AdapterPath`
+adds the adapter terms the kernels do not (docs/lora.md, "Dropout").
 """
 
 from __future__ import annotations

@@ -1,0 +1,80 @@
+"""OpenBLAS's AVX-512 kernels on AMD CPUs its detection does not know, chosen before NumPy loads it.
+
+The simulator's time is mostly float32 GEMMs in NumPy's bundled OpenBLAS, which picks its
+kernels once, when it is loaded, from the CPU's vendor, family and model. AMD CPUs missing from
+its table fall back to a feature test that stops at AVX2 (the "Haswell" kernels), even when the
+CPU has AVX-512 (the fallback: OpenMathLib/OpenBLAS#3620); the Zen 4 CPUs it does know get the
+AVX-512 "SkylakeX" kernels (OpenMathLib/OpenBLAS#4303). This project's Linux machine, an AMD EPYC
+of family 26 (Zen 5) under NumPy 2.4.6's OpenBLAS 0.3.31, is such a CPU: one-thread
+``[256, 288] x [288, 32000]`` sgemm takes 37 ms with the Haswell kernels and 23-25 ms with the
+SkylakeX ones (measured; see docs/performance.md).
+
+:func:`select_kernels` runs when :mod:`anetrain` is imported: on an AMD CPU reporting the
+AVX-512 subsets the SkylakeX kernels use (F, CD, BW, DQ, VL) it sets ``OPENBLAS_CORETYPE=SkylakeX``,
+which OpenBLAS reads at load time. It does nothing when NumPy is already imported (too late:
+import :mod:`anetrain` first), when ``OPENBLAS_CORETYPE`` is set (the user's choice wins), or
+with ``ANETRAIN_BLAS_AUTO=0``. Child processes (torchrun ranks, workers) inherit the choice, so
+every process of a run computes with the same kernels. Which kernels a process uses changes the
+last bits of GEMM results (as BLAS thread counts do), never the simulator's fp16 semantics.
+
+This module imports nothing outside the standard library: it must run before NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Mapping
+
+AVX512_KERNELS = "SkylakeX"  # OpenBLAS's AVX-512 target, as OPENBLAS_CORETYPE spells it
+AVX512_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
+CPUINFO = "/proc/cpuinfo"
+
+chosen: str | None = None  # what select_kernels set in this process (None: left to OpenBLAS)
+
+
+def kernels_for(cpuinfo: str, environ: Mapping[str, str], numpy_loaded: bool) -> str | None:
+    """The ``OPENBLAS_CORETYPE`` to set for a CPU described by ``cpuinfo`` (the text of
+    /proc/cpuinfo), or None to leave OpenBLAS's own choice."""
+    if numpy_loaded or "OPENBLAS_CORETYPE" in environ or environ.get("ANETRAIN_BLAS_AUTO") == "0":
+        return None
+    vendor, flags = _first_cpu(cpuinfo)
+    if vendor != "AuthenticAMD" or not flags >= AVX512_FLAGS:
+        return None
+    return AVX512_KERNELS
+
+
+def select_kernels() -> str | None:
+    """Set ``OPENBLAS_CORETYPE`` for this process and its children where :func:`kernels_for`
+    says so; returns what was set."""
+    global chosen
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
+            cpuinfo = f.read()
+    except OSError:
+        return None
+    core = kernels_for(cpuinfo, os.environ, "numpy" in sys.modules)
+    if core is not None:
+        os.environ["OPENBLAS_CORETYPE"] = core
+        chosen = core
+    return core
+
+
+def _first_cpu(cpuinfo: str) -> tuple[str, frozenset[str]]:
+    """Vendor id and flags of the first processor block."""
+    vendor, flags = "", frozenset[str]()
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if vendor or flags:
+                break  # the end of the first block
+            continue
+        key = key.strip()
+        if key == "vendor_id":
+            vendor = value.strip()
+        elif key == "flags":
+            flags = frozenset(value.split())
+    return vendor, flags

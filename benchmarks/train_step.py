@@ -14,7 +14,11 @@ and its ratio are given without and with that recompile (timed apart, as the tra
 
 from __future__ import annotations
 
+import anetrain  # first: it picks OpenBLAS's kernels before NumPy loads them (anetrain.blas)
+
+# isort: split
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -97,6 +101,23 @@ def anetrain_step_fn(
     return step
 
 
+def blas_kernels() -> str:
+    """Which OpenBLAS kernels NumPy runs, and who chose them (PyTorch uses its own MKL)."""
+    from threadpoolctl import threadpool_info
+
+    libs = [i for i in threadpool_info() if i["internal_api"] == "openblas"]
+    if not libs:
+        return "NumPy's BLAS is not OpenBLAS"
+    arch = libs[0].get("architecture")
+    if anetrain.blas.chosen:
+        who = "chosen by anetrain.blas; OPENBLAS_CORETYPE=Haswell runs OpenBLAS's own pick here"
+    elif "OPENBLAS_CORETYPE" in os.environ:
+        who = "OPENBLAS_CORETYPE from the environment"
+    else:
+        who = "OpenBLAS's own detection"
+    return f"OpenBLAS {arch} kernels ({who})"
+
+
 def timed(step, n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -147,6 +168,7 @@ def main() -> None:
     print(f"anetrain sim step   median {ma:8.1f} ms  (min {min(a):.1f}; sim path: {path})")
     print(f"torch eager step    median {mb:8.1f} ms  (min {min(b):.1f})")
     print(f"ratio sim/torch     {ma / mb:8.2f}x  (target <= 1.0x)")
+    print(f"BLAS                {blas_kernels()}")
     n = len(pipe.kernels)
     print(
         f"{n}-kernel compile {compile_ms:8.1f} ms  (pipeline setup {build_ms:.1f} ms; "

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,19 +157,28 @@ class BoundKernel:
         for layer, surface in enumerate(self.inputs):
             self._write_weights(surface, layer, params, only)
 
+    def stage_layer(
+        self, params: Params | Any, layer: int, only: Collection[str] | None = None
+    ) -> None:
+        """:meth:`stage` for one binding, untimed (it runs on a worker thread, overlapped)."""
+        if not self.per_call:
+            self._write_weights(self.inputs[layer], layer, params, only, timed=False)
+
     def _write_weights(
         self,
         surface: runtime.Surface,
         layer: int,
         params: Params | Any = None,
         only: Collection[str] | None = None,
+        *,
+        timed: bool = True,
     ) -> None:
         if params is None:
             params = self._params
         if params is None:
             raise RuntimeError(f"kernel {self.spec.name!r}: weights were never staged")
         weights = [w for w in self.spec.weights.values() if only is None or w.param in only]
-        with self.timer("io"):
+        with self.timer("io") if timed else nullcontext():
             for w in weights:
                 data = w.layout(params[w.param][layer])
                 surface.write_block(data, w.region.ch, w.region.col)

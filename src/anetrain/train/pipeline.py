@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -150,6 +151,15 @@ class GradSink:
         return self.grads.classifier if name == "classifier" else self.grads[name]
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    """A job on the weight-gradient worker (see :meth:`KernelPipeline._defer`)."""
+
+    future: Future[None]
+    run: Callable[[], None]
+    writes: set[tuple[str, int]] | None
+
+
 class CompactVocab:
     """Classifier rows for the token ids the data uses: the softmax runs over the used
     vocabulary only (as maderix/ANE does), which makes a 32K (or 152K) classifier affordable."""
@@ -208,6 +218,7 @@ class KernelPipeline:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dw") if overlap_blas else None
         self._split = ThreadPoolExecutor(1, thread_name_prefix="mm") if overlap_blas else None
         self._pending: list[Future[None]] = []
+        self._staging: list[Future[None]] = []  # per layer: its weights being written
         self._blas_limits = _single_threaded_blas() if overlap_blas else None
 
     def _compile(self, spec: KernelSpec, weights: dict[str, bytes], name: str) -> runtime.Kernel:
@@ -280,7 +291,7 @@ class KernelPipeline:
             for name, dout, x in terms:
                 sink.matmul(layer, name, dout, x, g)
 
-        self._defer(run)
+        self._defer(run, writes={(name, layer) for name, _, _ in terms})
 
     def _matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``a @ b`` split in two over the main thread and a helper thread (each with
@@ -314,18 +325,56 @@ class KernelPipeline:
         bottom, _ = fut.result()
         return np.concatenate([top, bottom]), logits
 
-    def _defer(self, fn: Callable[[], None]) -> None:
+    @staticmethod
+    def _tensor_key(sink: GradSink, name: str) -> tuple[str, int]:
+        """What :meth:`_defer` calls the gradient of ``embed`` or the classifier (one key when
+        the classifier is the tied embedding)."""
+        a, b = sink.tensor("classifier"), sink.tensor("embed")
+        tied = name == "classifier" and a is not None and b is not None
+        tied = tied and np.may_share_memory(a, b)
+        return ("embed" if tied else name, -1)
+
+    def _defer(self, fn: Callable[[], None], writes: set[tuple[str, int]] | None = None) -> None:
+        """Run ``fn`` on the worker, in order. ``writes``: the gradients it accumulates into
+        (then :meth:`wait` may run it on the main thread instead); None: it must follow
+        everything queued before it (e.g. a data-parallel hook)."""
         if self._pool is None:
             fn()
         else:
-            self._pending.append(self._pool.submit(fn))
+            self._pending.append(_Deferred(self._pool.submit(fn), fn, writes))
+
+    def _await_staging(self, layer: int | None = None) -> None:
+        """Block until ``layer``'s weights (None: every layer's) sit in their surfaces."""
+        for job in self._staging if layer is None else self._staging[layer : layer + 1]:
+            job.result()
+        if layer is None:
+            self._staging.clear()
 
     def wait(self) -> None:
-        """Block until every deferred weight-gradient GEMM has finished."""
+        """Block until every deferred weight-gradient GEMM (and weight staging) has finished.
+
+        Rather than idle, the main thread takes queued GEMMs the worker has not started, from
+        the back of the queue (the worker runs it from the front): only those whose gradients
+        no other unfinished job writes, so no accumulation changes order, and none while a
+        job that must follow everything before it is pending. The same arithmetic on another
+        thread gives the same bits."""
+        self._await_staging()
         with self.timer("blas_wait"):
-            for fut in self._pending:
-                fut.result()
+            self._take_queued()
+            for job in self._pending:
+                if not job.future.cancelled():
+                    job.future.result()
             self._pending.clear()
+
+    def _take_queued(self) -> None:
+        jobs = [job for job in self._pending if not job.future.done()]
+        if any(job.writes is None for job in jobs):
+            return
+        count = Counter(key for job in jobs for key in job.writes or ())
+        for job in reversed(jobs):
+            alone = all(count[key] == 1 for key in job.writes or ())
+            if alone and job.future.cancel():  # still queued: now it never runs there
+                job.run()
 
     # ---- one window -----------------------------------------------------------------------
 
@@ -345,8 +394,10 @@ class KernelPipeline:
             x = np.ascontiguousarray(params["embed"][tokens].T, dtype=np.float32)  # [D, S]
         acts: list[Any] = []
         for layer in range(self.config.n_layers):
+            self._await_staging(layer)  # staged on the worker while the layers before ran
             x, a = self._layer_forward(layer, params.layer(layer), x)
             acts.append(a)
+        self._await_staging()
         return x, acts
 
     def _layer_forward(self, layer: int, p: LayerParams, x: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -404,7 +455,7 @@ class KernelPipeline:
                 np.add.at(ge, t, v)
 
             if ge is not None:
-                self._defer(embed_dw)
+                self._defer(embed_dw, writes={self._tensor_key(sink, "embed")})
         if grads_done is not None:
             self._defer(lambda: grads_done(None))
         return float(np.mean(losses))
@@ -434,10 +485,10 @@ class KernelPipeline:
         dxf = self._matmul(dlogits, cembed).T  # [D,S]
 
         def classifier_dw(dl: np.ndarray = dlogits, xf: np.ndarray = xf_t) -> None:
-            gembed[ids] += g * (dl.T @ xf)
+            _add_scaled_rows(gembed, ids, dl.T @ xf, g)  # [CV,D]
 
         if gembed is not None:
-            self._defer(classifier_dw)
+            self._defer(classifier_dw, writes={self._tensor_key(sink, "classifier")})
         return dxf
 
     # ---- bookkeeping ----------------------------------------------------------------------
@@ -447,6 +498,7 @@ class KernelPipeline:
         return sum(spec.flops * n for spec, n in self.window_evals())
 
     def close(self) -> None:
+        self._await_staging()
         if self._pool is not None:
             self.wait()
             self._pool.shutdown()
@@ -507,9 +559,21 @@ class DynamicPipeline(KernelPipeline):
 
     def stage_weights(self, params: Params | Any, only: Collection[str] | None = None) -> None:
         """Write every layer's weights into its input surfaces (after init and each update);
-        ``only`` restricts it to the regions of these parameters (what an update changed)."""
-        for bound in self.k.values():
-            bound.stage(params, only)
+        ``only`` restricts it to the regions of these parameters (what an update changed).
+
+        With prestaged surfaces and the worker thread, the writes run there, one job per layer,
+        while the next window's forward runs the layers before (the worker is idle then; the
+        values written are the same): ``params`` must not change until that forward, or
+        :meth:`wait`, has run."""
+        self._await_staging()
+        bounds = [b for b in self.k.values() if b.spec.weights]
+        if self._pool is None or not self.prestage:
+            for bound in bounds:
+                bound.stage(params, only)
+        else:
+            for layer in range(self.config.n_layers):
+                job = self._pool.submit(_stage_layer, bounds, params, only, layer)
+                self._staging.append(job)
         self.staged = True
 
     def window_evals(self) -> list[tuple[KernelSpec, int]]:
@@ -585,6 +649,27 @@ def _single_threaded_blas() -> object | None:
     except ImportError:
         return None
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def _add_scaled_rows(
+    dst: np.ndarray, rows: slice | np.ndarray, src: np.ndarray, g: float, block: int = 2048
+) -> None:
+    """``dst[rows] += g * src`` a block of rows at a time, so each block is scaled and added
+    while it sits in cache (the same two operations per element, so the same bits)."""
+    for lo in range(0, src.shape[0], block):
+        part = src[lo : lo + block]
+        part *= g
+        if isinstance(rows, slice):
+            dst[lo : lo + block] += part
+        else:
+            dst[rows[lo : lo + block]] += part
+
+
+def _stage_layer(
+    bounds: list[BoundKernel], params: Params | Any, only: Collection[str] | None, layer: int
+) -> None:
+    for bound in bounds:
+        bound.stage_layer(params, layer, only)
 
 
 def used_token_ids(tokens: np.ndarray, vocab_size: int) -> np.ndarray:

@@ -297,7 +297,7 @@ class KernelPipeline:
         """``a @ b`` split in two over the main thread and a helper thread (each with
         single-threaded BLAS): the classifier GEMMs are the largest of the step."""
         rows, cols = a.shape[0], b.shape[1]
-        if self._split is None or rows * cols < 1 << 20:
+        if self._split is None or rows * cols * a.shape[1] < 1 << 26:
             return a @ b
         out = np.empty((rows, cols), np.result_type(a, b))
         if cols >= rows:  # split the output columns
@@ -482,14 +482,16 @@ class KernelPipeline:
     ) -> np.ndarray:
         """dlogits [S,CV] -> dxf [D,S]; the embedding's gradient deferred (none when frozen)."""
         ids, g, gembed = self.vocab.rows, self._g, sink.tensor("classifier")
-        dxf = self._matmul(dlogits, cembed).T  # [D,S]
+        if gembed is None:  # frozen: the worker is free to take half of the dx GEMM
+            return self._matmul(dlogits, cembed).T  # [D,S]
 
         def classifier_dw(dl: np.ndarray = dlogits, xf: np.ndarray = xf_t) -> None:
             _add_scaled_rows(gembed, ids, dl.T @ xf, g)  # [CV,D]
 
-        if gembed is not None:
-            self._defer(classifier_dw, writes={self._tensor_key(sink, "classifier")})
-        return dxf
+        # queued first, so the worker's dW GEMM runs beside this thread's dx GEMM (the two
+        # largest of the backward, one per core) instead of after it
+        self._defer(classifier_dw, writes={self._tensor_key(sink, "classifier")})
+        return (dlogits @ cembed).T  # [D,S]
 
     # ---- bookkeeping ----------------------------------------------------------------------
 

@@ -240,3 +240,39 @@ def test_adapters_on_another_base_are_refused(base, tmp_path: Path, capsys) -> N
                    tmp_path / "x", "--merge")  # fmt: skip
     one_line_error(capsys, "adapters were trained on base", "train", "--out", runs, "--resume",
                    "--steps", "2", "--data", data, *TRAIN)  # fmt: skip
+
+
+def test_the_merged_export_keeps_a_full_precision_base_as_it_was(tmp_path: Path, capsys) -> None:
+    """Training holds the frozen base in fp16, but --merge folds the adapters into the base as
+    stored (what peft's merge_and_unload does): an fp32 base's untouched tensors come out bit
+    for bit, and the merged model equals peft's merge."""
+    from safetensors.numpy import load_file
+
+    from hf_models import save_folder
+
+    folder, _, _ = save_folder(tmp_path / "hf32", "qwen3", seed=3)
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(TEXT * 10) + "\n")
+    data = tmp_path / "t.bin"
+    assert main(["data", "prepare", str(text), "--tokenizer", str(folder), "--out",
+                 str(data)]) == 0  # fmt: skip
+    runs = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--init", folder, "--data", data, "--lora-rank", "4",
+                       "--lora-targets", "q,v", "--steps", "3", "--out", runs, *TRAIN)  # fmt: skip
+    assert code == 0, err
+    merged = tmp_path / "merged"
+    code, _, err = run(capsys, "export", "hf", runs, "--out", merged, "--merge")
+    assert code == 0, err
+    before, after = load_file(folder / "model.safetensors"), load_file(merged / "model.safetensors")
+    untouched = [k for k in before if "q_proj" not in k and "v_proj" not in k]
+    assert any(  # the test tells the two apart: fp16 rounding would change these
+        (before[k].astype(np.float16).astype(np.float32) != before[k]).any() for k in untouched
+    )
+    for key in untouched:
+        np.testing.assert_array_equal(after[key].astype(np.float32), before[key], err_msg=key)
+    pm = peft.PeftModel.from_pretrained(
+        transformers.AutoModelForCausalLM.from_pretrained(folder).float(), runs / "adapter"
+    )
+    m = transformers.AutoModelForCausalLM.from_pretrained(merged).float().eval()
+    ref = hf_logits(pm.merge_and_unload().eval(), TOKENS)
+    np.testing.assert_allclose(hf_logits(m, TOKENS), ref, rtol=0, atol=1e-6 * np.abs(ref).max())

@@ -163,7 +163,7 @@ def _load_anetrain(path: Path, find_tokenizer: bool) -> LoadedModel:
             path,
             "anetrain",
             c.config,
-            c.params.merged(base.params.astype(np.float16)),
+            c.params.merged(base.params),  # the base as stored: what peft merges into
             tokenizer,
             c.step,
             vocab_ids=c.extra.get("vocab_ids"),

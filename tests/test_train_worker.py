@@ -105,3 +105,18 @@ def test_staging_runs_on_the_worker_and_each_layer_waits_for_its_own() -> None:
     ref_pipe.close()
     assert loss == ref_loss
     assert np.array_equal(grads.flat.view(np.uint32), ref_grads.flat.view(np.uint32))
+
+
+def test_closing_one_pipeline_keeps_the_blas_limit_of_another_open() -> None:
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    first, second = DynamicPipeline(CFG, backend="sim"), DynamicPipeline(CFG, backend="sim")
+    assert blas_threads() == {1}
+    first.close()
+    assert blas_threads() == {1}  # the second one's worker still runs beside the main thread
+    second.close()
+    assert blas_threads() == before

@@ -17,6 +17,7 @@ adds the adapter terms the kernels do not (docs/lora.md, "Dropout").
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
@@ -219,7 +220,7 @@ class KernelPipeline:
         self._split = ThreadPoolExecutor(1, thread_name_prefix="mm") if overlap_blas else None
         self._pending: list[Future[None]] = []
         self._staging: list[Future[None]] = []  # per layer: its weights being written
-        self._blas_limits = _single_threaded_blas() if overlap_blas else None
+        self._blas_limits = _SINGLE_THREADED_BLAS.acquire() if overlap_blas else False
 
     def _compile(self, spec: KernelSpec, weights: dict[str, bytes], name: str) -> runtime.Kernel:
         """Compile one kernel, its time counted in :attr:`compile_s`."""
@@ -506,9 +507,9 @@ class KernelPipeline:
             self._pool.shutdown()
         if self._split is not None:
             self._split.shutdown()
-        if self._blas_limits is not None:
-            self._blas_limits.restore_original_limits()
-            self._blas_limits = None
+        if self._blas_limits:
+            _SINGLE_THREADED_BLAS.release()
+            self._blas_limits = False
         for kernel in self.kernels.values():
             kernel.unload()
 
@@ -644,13 +645,37 @@ class DynamicPipeline(KernelPipeline):
         return dx + self._rmsnorm_backward(dp.rms_att, dxn, a.x, p.rms_att, a.rrms1)  # [D,S]
 
 
-def _single_threaded_blas() -> object | None:
-    """Limit BLAS to one thread per calling thread (None if threadpoolctl is unavailable)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits(limits=1, user_api="blas")
+class _SingleThreadedBlas:
+    """One BLAS thread per calling thread while any pipeline with a worker is open: counted,
+    so closing one pipeline does not lift the limit under another still running (its GEMMs
+    would oversubscribe the cores and, BLAS results depending on the thread count, change
+    bits). Without threadpoolctl nothing is limited."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limits: Any = None
+
+    def acquire(self) -> bool:
+        with self._lock:
+            if self._users == 0:
+                try:
+                    from threadpoolctl import threadpool_limits
+                except ImportError:
+                    return False
+                self._limits = threadpool_limits(limits=1, user_api="blas")
+            self._users += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limits is not None:
+                self._limits.restore_original_limits()
+                self._limits = None
+
+
+_SINGLE_THREADED_BLAS = _SingleThreadedBlas()
 
 
 def _add_scaled_rows(

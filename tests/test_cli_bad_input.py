@@ -96,6 +96,8 @@ CASES = [
     ("train --config empty", "TRAIN --config {empty.toml}"),
     ("train --config only [model]", "TRAIN --config {table.toml}"),
     ("train --data fifo", "TRAIN --data {fifo}"),
+    ("train --init fifo", "TRAIN --init {fifo}"),
+    ("train --tokenizer fifo", "TRAIN --tokenizer {fifo} --sample-tokens 5"),
     ("train --data /dev/null", "TRAIN --data /dev/null"),
     ("train --chip empty", "TRAIN --chip="),
     ("train --accum huge", "TRAIN --accum 1000000000"),
@@ -124,6 +126,7 @@ CASES = [
     ("generate --top-p nan", "generate --ckpt {folder} --top-p nan"),
     ("generate --seed -1", "generate --ckpt {folder} --seed -1"),
     ("generate --ckpt fifo", "generate --ckpt {fifo}"),
+    ("generate --tokenizer fifo", "generate --ckpt {folder} --tokenizer {fifo}"),
     ("generate --max-memory 1K", "generate --ckpt {folder} --max-memory x"),
     ("dashboard missing", "dashboard {root}/nope --once"),
     ("dashboard a file", "dashboard {afile} --once"),
@@ -201,6 +204,8 @@ CASES = [
     ("data info missing", "data info {root}/nope.bin"),
     ("data info folder", "data info {folder}"),
     ("data info fifo", "data info {fifo}"),
+    ("data info --tokenizer fifo", "data info {odd.bin} --tokenizer {fifo}"),
+    ("data prepare --tokenizer fifo", "data prepare {afile} --tokenizer {fifo} --out {root}/x.bin"),
     ("data info odd", "data info {odd.bin}"),
     ("data info --vocab-size 0", "data info {tok.bin} --vocab-size 0"),
     ("data info --vocab-size small", "data info {tok.bin} --vocab-size 10"),
@@ -298,3 +303,22 @@ def test_the_line_says_what_is_wrong(
         status = stop.code
     assert status != 0
     assert says in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path) -> None:
+    """``anetrain data info F | head -1``: no error line, the status a shell tool killed by
+    SIGPIPE gives (141)."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "t.bin"
+    np.arange(1, 200, dtype=np.uint16).tofile(data)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anetrain.cli", "data", "info", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader is gone before anything is written
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141
+    assert err == b""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -67,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "out of memory; use a smaller model (--model/--config) or free memory, "
             "and set --max-memory to be refused before allocating"
         )
+    except BrokenPipeError:  # e.g. `anetrain data info F | head`: the reader has all it wants
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell tool killed by it would exit
     except OSError as err:  # the file system said no: a user-fixable condition, not our bug
         return _fail(describe_os_error(err))
     except Exception:  # our bug: keep the traceback, ask for a report
@@ -77,6 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _fail(message: str) -> int:

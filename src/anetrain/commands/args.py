@@ -141,6 +141,24 @@ def file_or_folder(text: str) -> Path:
 file_or_folder.__name__ = "path"
 
 
+def model_path(text: str) -> str:
+    """A model to read (a checkpoint, run folder, Hugging Face folder or llama2.c file) as the
+    text given, refused at parse time if it is a FIFO or device (reading one would block)."""
+    file_or_folder(text)
+    return text
+
+
+model_path.__name__ = "path"
+
+
+def tokenizer_arg(text: str) -> str:
+    """``builtin`` or a tokenizer file or folder (:func:`model_path`'s checks)."""
+    return text if text == "builtin" else model_path(text)
+
+
+tokenizer_arg.__name__ = "tokenizer"
+
+
 def folder_path(text: str) -> Path:
     """A folder to read (a run folder): not empty, not a FIFO or device (whether it exists and
     is a folder is left to the reader, whose message names the fix)."""

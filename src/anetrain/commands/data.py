@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from anetrain.commands.args import count, file_path, number, output_folder, seed
+from anetrain.commands.args import count, file_path, number, output_folder, seed, tokenizer_arg
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -57,6 +57,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     prep.add_argument(
         "--tokenizer",
+        type=tokenizer_arg,
         default="builtin",
         help="tokenizer.bin path, a tokenizer.json or the folder holding it, or 'builtin' "
         "(default)",
@@ -86,7 +87,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     info = actions.add_parser("info", help="describe a token file")
     info.add_argument("file", type=file_path, help="token file")
     info.add_argument(
-        "--tokenizer", default=None, help="tokenizer.bin, tokenizer.json or 'builtin' to decode"
+        "--tokenizer",
+        type=tokenizer_arg,
+        default=None,
+        help="tokenizer.bin, tokenizer.json or 'builtin' to decode",
     )
     info.add_argument("--vocab-size", type=count(1), default=None, help="check ids against this")
     info.set_defaults(handler=_info)

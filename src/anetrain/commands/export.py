@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from anetrain.commands.args import file_or_folder, file_path, output_folder
+from anetrain.commands.args import file_or_folder, file_path, output_folder, tokenizer_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     hf.add_argument(
         "--tokenizer",
         metavar="T",
+        type=tokenizer_arg,
         help="tokenizer.json or its folder to copy (default: the model's or run's own)",
     )
     hf.add_argument(

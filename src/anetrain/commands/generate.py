@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from anetrain.commands.args import byte_size, file_or_folder, seed
+from anetrain.commands.args import byte_size, file_or_folder, seed, tokenizer_arg
 from anetrain.commands.chipargs import add_chip_options, resolve_chip
 from anetrain.errors import AnetrainError
 
@@ -77,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tokenizer",
         metavar="T",
+        type=tokenizer_arg,
         help="tokenizer.bin path, a tokenizer.json or its folder, or 'builtin' (default: the "
         "run folder's config.json or the model folder's tokenizer.json; required for llama2.c "
         "and BLZT files)",

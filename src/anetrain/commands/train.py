@@ -10,7 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from anetrain.commands.args import byte_size, count, file_path, number, output_folder, seed
+from anetrain.commands.args import (
+    byte_size,
+    count,
+    file_path,
+    model_path,
+    number,
+    output_folder,
+    seed,
+    tokenizer_arg,
+)
 from anetrain.commands.chipargs import add_chip_options, resolve_chip
 
 # Windows per optimizer step are drawn, run and summed one by one: beyond a few thousand a
@@ -37,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init",
         metavar="PATH",
+        type=model_path,
         help="start from these weights: an anetrain checkpoint or run folder, a local Hugging "
         "Face Llama/Qwen3 folder, a llama2.c .bin or a BLZT checkpoint (the architecture "
         "comes from it)",
@@ -48,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--tokenizer",
+        type=tokenizer_arg,
         help="tokenizer.bin, tokenizer.json or its folder, for samples (default: the --init "
         "model's, or built-in when training on the built-in corpus)",
     )

@@ -218,6 +218,19 @@ def test_sharded_and_bf16_folders_load(tmp_path: Path) -> None:
     np.testing.assert_allclose(ours[0], ref, rtol=0, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/{abs}/outside.safetensors"])
+def test_an_index_naming_a_shard_outside_its_folder_is_refused(tmp_path: Path, shard) -> None:
+    """The shard really exists (a valid safetensors file), but outside the folder: refused."""
+    path, _, _ = save_folder(tmp_path / "m", "qwen3")
+    shutil.copy(path / "model.safetensors", tmp_path / "outside.safetensors")
+    (path / "model.safetensors").unlink()
+    shard = shard.format(abs=str(tmp_path).strip("/"))
+    index = {"metadata": {}, "weight_map": {"model.embed_tokens.weight": shard}}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(HFModelError, match="outside"):
+        import_hf(path)
+
+
 @pytest.mark.parametrize("kind", ["llama", "qwen3"])
 def test_keys_config_json_omits_take_transformers_defaults(kind: str, tmp_path: Path) -> None:
     """A config.json without head_dim / tie_word_embeddings means what transformers reads

@@ -320,6 +320,13 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
             files = [folder / f for f in sorted(set(weight_map.values()))]
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise HFModelError(f"{index}: not a safetensors index ({err})") from None
+        inside = folder.resolve()
+        outside = [f for f in files if not f.resolve().is_relative_to(inside)]
+        if outside:  # a shard is a file name in the folder, never a path out of it
+            raise HFModelError(
+                f"{index}: shard {outside[0]} lies outside {folder}; "
+                "an index names shard files inside its own folder"
+            )
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise HFModelError(f"{folder}: shard {missing[0]} named by {INDEX} is missing")

@@ -1,4 +1,5 @@
-"""release_free_heap: freed heap pages leave RSS on glibc; elsewhere it says it did nothing."""
+"""Giving memory back: freed heap pages (glibc malloc_trim) and the pages of buffers that hold
+nothing between uses (madvise); where the call does not exist, each says it did nothing."""
 
 from __future__ import annotations
 
@@ -52,3 +53,33 @@ def test_freed_heap_arrays_leave_rss() -> None:
 def test_without_malloc_trim_it_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory, "_libc", lambda: None)
     assert memory.release_free_heap() is False
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RSS from /proc, zeros from MADV_DONTNEED")
+def test_released_pages_leave_rss_and_read_back_as_zeros() -> None:
+    import numpy as np
+
+    a = np.ones(16 << 20, np.float32)  # 64 MiB, resident
+    strided = np.ones((1 << 10, 1 << 10), np.float32)[:, ::2]  # not contiguous: left alone
+    before = _rss()
+    released = memory.release_pages([a, strided])
+    assert released >= a.nbytes - 2 * 4096  # all but the partial pages at the ends
+    assert before - _rss() > 48 << 20
+    assert not a[1024:-1024].any()  # whole pages inside: zeros (the contents are undefined)
+    assert strided.all()
+    a[...] = 2.0  # usable again, pages come back
+    assert (a == 2.0).all()
+
+
+def test_without_madvise_release_pages_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    monkeypatch.setattr(memory, "_madvise", lambda: None)
+    a = np.ones(1 << 20, np.float32)
+    assert memory.release_pages([a]) == 0
+    assert a.all()

@@ -73,8 +73,11 @@ def run_plan(
     fast: bool,
     ftz: bool,
     reuse: bool = True,
+    garbage: bool = False,
 ) -> list[np.ndarray]:
-    """Two evals of the function's plan on ``inputs``; the second eval's outputs."""
+    """Two evals of the function's plan on ``inputs``; the second eval's outputs. ``garbage``:
+    between them every buffer the plan calls transient (``Plan.transient``, which may be given
+    back between evals) is filled with NaN bit patterns, as undefined contents could be."""
     resolver = WeightResolver(weights, CHIP)
     plan = build_plan(fn, CHIP, resolver, flush_subnormals=ftz, fast=fast, reuse_buffers=reuse)
     for buf, x in zip(plan.inputs, inputs, strict=True):
@@ -83,6 +86,9 @@ def run_plan(
         for _ in range(2):
             for step in plan.steps:
                 step()
+            if garbage:
+                for buf in plan.transient:
+                    buf.reshape(-1).view(np.uint8)[...] = 0xFF
     return [np.array(o, copy=True) for o in plan.outputs]
 
 
@@ -103,11 +109,15 @@ def assert_same_bits(a: list[np.ndarray], b: list[np.ndarray]) -> None:
 
 
 def both_paths(fn: Function, weights: dict, inputs: list[np.ndarray]) -> None:
-    """Fast path == NumPy path; and buffer reuse changes nothing (against a plan without)."""
+    """Fast path == NumPy path; buffer reuse changes nothing (against a plan without); nor
+    does garbage in the transient buffers between evals (they may be given back)."""
     for ftz in (False, True):
         ref = run_plan(fn, weights, inputs, fast=False, ftz=ftz, reuse=False)
         assert_same_bits(ref, run_plan(fn, weights, inputs, fast=False, ftz=ftz))
         assert_same_bits(ref, run_plan(fn, weights, inputs, fast=True, ftz=ftz))
+        for fast in (False, True):
+            got = run_plan(fn, weights, inputs, fast=fast, ftz=ftz, garbage=True)
+            assert_same_bits(ref, got)
 
 
 # ---- every op -------------------------------------------------------------------------------
@@ -261,6 +271,7 @@ def test_random_programs_are_bit_identical(data: st.DataObject) -> None:
         return
     assert_same_bits(ref, run_plan(fn, {}, inputs, fast=False, ftz=False))
     assert_same_bits(ref, run_plan(fn, {}, inputs, fast=True, ftz=False))
+    assert_same_bits(ref, run_plan(fn, {}, inputs, fast=True, ftz=False, garbage=True))
 
 
 # ---- the training step ----------------------------------------------------------------------

@@ -248,6 +248,73 @@ def test_per_call_weights_match_prestaged_surfaces_bit_for_bit() -> None:
             assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
+def test_memory_released_between_windows_changes_no_bit() -> None:
+    """release_memory (the kernels' scratch and the per-call input surfaces) between windows:
+    the same loss and gradients, to the bit, as without; with garbage there instead of the
+    zeros Linux gives back too (the contents are undefined)."""
+    seq = np.random.default_rng(3).integers(0, CFG.vocab_size, CFG.seq_len + 1)
+    params = init_params(CFG, seed=6)
+    results = []
+    for mode in ("keep", "release", "garbage"):
+        pipe = DynamicPipeline(CFG, backend="sim", prestage=False)
+        pipe.stage_weights(params)
+        out = []
+        for _ in range(2):
+            grads = params.zeros_like()
+            out.append(pipe.forward_backward(params, grads, seq[:-1], seq[1:], 256.0, 1 / 256))
+            pipe.wait()
+            out.append(grads.flat.copy())
+            if mode == "release":
+                pipe.release_memory()
+            elif mode == "garbage":
+                for bound in pipe.k.values():
+                    for buf in (*bound.kernel.plan.transient, bound.inputs[0].values):
+                        buf.reshape(-1).view(np.uint8)[...] = 0xFF
+        pipe.close()
+        results.append(out)
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            if isinstance(a, float):
+                assert a == b
+            else:
+                assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_the_trainer_gives_kernel_memory_back_before_a_large_models_update(
+    tmp_path, builtin_tokens, monkeypatch
+) -> None:
+    """Above PRESTAGE_MAX_BYTES of parameters (here lowered to 0) each step releases the
+    kernels' scratch and per-call inputs once, after the backward and before AdamW first
+    touches the moments; small models keep theirs (no refaults on the step's fast path)."""
+    from anetrain.train import loop
+    from anetrain.train.optim import AdamW
+
+    events: list[tuple[str, int]] = []
+    release, adam_step = DynamicPipeline.release_memory, AdamW.step
+
+    def spy_release(self: DynamicPipeline) -> int:
+        n = release(self)
+        events.append(("release", n))
+        return n
+
+    def spy_step(self: AdamW, *args, **kwargs) -> None:
+        events.append(("adam", 0))
+        adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamicPipeline, "release_memory", spy_release)
+    monkeypatch.setattr(AdamW, "step", spy_step)
+    cfg = TrainConfig(steps=2, accum=1, eval_every=100, ckpt_every=100)
+    for limit, expect in ((0, ["release", "adam"] * 2), (1 << 40, ["adam"] * 2)):
+        monkeypatch.setattr(loop, "PRESTAGE_MAX_BYTES", limit)
+        events.clear()
+        trainer = Trainer(QUICK, builtin_tokens, cfg, tmp_path / str(limit))
+        trainer.train_step()
+        trainer.train_step()
+        trainer.pipeline.close()
+        assert [e for e, _ in events] == expect
+        assert all(n > 0 for e, n in events if e == "release")
+
+
 def test_large_models_do_not_keep_a_weight_surface_per_layer() -> None:
     from anetrain.kernels.dynamic import Dims, build_kernels
     from anetrain.model.config import preset

@@ -172,6 +172,12 @@ class Kernel(ABC):
         self.stats.hw_ns = hw_ns
         self.stats.evals += 1
 
+    def release_memory(self) -> int:
+        """Give back the memory of what holds nothing between evaluations (the simulator's
+        intermediate values and scratch; surfaces keep their contents). Returns the bytes
+        given back: 0 here, where the backend keeps no such host memory (the ANE)."""
+        return 0
+
     # ---- lifecycle ------------------------------------------------------------------------
 
     @property

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from anetrain.memory import release_pages
 from anetrain.mil.types import FP16, FP32, DType
 from anetrain.runtime.errors import SurfaceError
 from anetrain.runtime.fp16 import f16_bits_to_f32, f32_to_f16_bits, round_fp16
@@ -253,6 +254,13 @@ class Surface:
         with self.locked():
             self.rows[...] = value
 
+    def discard(self) -> int:
+        """Declare the contents no longer needed: they are undefined until written again.
+        Surfaces in memory the backend owns give their pages back (:class:`ValueSurface`);
+        here (an IOSurface, or a caller's buffer) nothing changes. Returns the bytes given
+        back."""
+        return 0
+
 
 _STORAGE = {FP16: np.dtype(np.uint16), FP32: np.dtype(np.float32)}
 
@@ -368,3 +376,8 @@ class ValueSurface(Surface):
         self._store(
             np.full((self.channels, self.spatial), value, np.float32), slice(None), slice(None)
         )
+
+    def discard(self) -> int:
+        """The contents become undefined (zeros on Linux) and the pages leave RSS until
+        written again (:func:`anetrain.memory.release_pages`)."""
+        return release_pages([self._storage])

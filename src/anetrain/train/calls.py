@@ -146,6 +146,14 @@ class BoundKernel:
             request.eval()
         return Outputs(self.spec, request.outputs[0], self.timer)
 
+    def release_memory(self) -> int:
+        """Between windows: the kernel's scratch, and with per-call weights its input surface
+        (every call writes it whole, weights and activations), go back to the system."""
+        released = self.kernel.release_memory()
+        if self.per_call:
+            released += self.inputs[0].discard()
+        return released
+
     def stage(self, params: Params | Any, only: Collection[str] | None = None) -> None:
         """Write every binding's weight regions from ``params`` (layer = binding index; anything
         whose ``params[name][layer]`` is a weight), or only those of the parameters ``only``

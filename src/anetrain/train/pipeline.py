@@ -496,6 +496,13 @@ class KernelPipeline:
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
+    def release_memory(self) -> int:
+        """Give back what holds nothing between windows (after :meth:`wait`): the kernels'
+        scratch and intermediate values, and inputs that every call rewrites; returns the
+        bytes. The trainer does it for large models before the optimizer step, when the Adam
+        moments come in."""
+        return sum(kernel.release_memory() for kernel in self.kernels.values())
+
     def flops_per_window(self) -> int:
         """Kernel FLOPs of one forward+backward window (all layers)."""
         return sum(spec.flops * n for spec, n in self.window_evals())
@@ -581,6 +588,9 @@ class DynamicPipeline(KernelPipeline):
 
     def window_evals(self) -> list[tuple[KernelSpec, int]]:
         return [(spec, self.config.n_layers) for spec in self.specs.values()]
+
+    def release_memory(self) -> int:
+        return sum(bound.release_memory() for bound in self.k.values())
 
     def forward_backward(self, *args: Any, **kwargs: Any) -> float:
         if self.forward_only:

@@ -57,6 +57,8 @@ class BufferPool:
         self._last = last
         self._live: dict[str, tuple[float, np.ndarray]] = {}  # name -> (last use, flat buffer)
         self._free: list[np.ndarray] = []
+        self._flats: dict[int, np.ndarray] = {}  # every buffer handed out, by id
+        self._kept: set[int] = set()  # ids of buffers that ever held a value kept for good
         self.now = -1  # index of the op being planned
 
     def take(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -71,10 +73,20 @@ class BufferPool:
             flat = self._free.pop(min(fits, key=lambda i: self._free[i].size))
         else:
             flat = np.zeros(n, dtype)
-        self._live[name] = (self._last.get(name, self.now), flat)
+            self._flats[id(flat)] = flat
+        last = self._last.get(name, self.now)
+        if last == FOREVER:
+            self._kept.add(id(flat))
+        self._live[name] = (last, flat)
         return flat[: math.prod(shape)].reshape(shape)
 
     def pin(self, name: str) -> None:
         """Keep ``name``'s buffer for good (a constant-folded value)."""
         if name in self._live:
             self._live[name] = (FOREVER, self._live[name][1])
+            self._kept.add(id(self._live[name][1]))
+
+    def transient(self) -> list[np.ndarray]:
+        """The buffers that only ever held values dead once an eval ends (neither function
+        inputs or outputs nor constants): their contents need not survive between evals."""
+        return [flat for key, flat in self._flats.items() if key not in self._kept]

@@ -63,6 +63,7 @@ class PlanContext:
         self._buffers: dict[str, np.ndarray] = {}
         self._targets: set[str] = set()  # concat outputs that others are computed into
         self.pool: BufferPool | None = None  # buffer reuse, set up by build_plan
+        self._transient: list[np.ndarray] = []  # scratch and per-eval copies (see transient)
 
     def slots(self) -> dict[str, Var]:
         """Value name -> the concat output whose buffer it is computed in."""
@@ -169,6 +170,7 @@ class PlanContext:
         if buf is None or buf.size < n:
             buf = np.zeros(max(n, 1), dt)
             self._scratch[key] = buf
+            self._transient.append(buf)
         return buf[:n].reshape(shape)
 
     # ---- emitting -------------------------------------------------------------------------
@@ -241,7 +243,14 @@ class PlanContext:
             return np.ascontiguousarray(arr)
         buf = np.empty(arr.shape, arr.dtype)
         self.steps.append(lambda: np.copyto(buf, arr))
+        self._transient.append(buf)
         return buf
+
+    def transient(self) -> list[np.ndarray]:
+        """Buffers whose contents are dead between evals: scratch, per-eval copies, and the
+        pool's buffers of intermediate values (see :meth:`BufferPool.transient`)."""
+        pooled = self.pool.transient() if self.pool is not None else []
+        return [*self._transient, *pooled]
 
 
 def view_reshape(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from anetrain.memory import release_pages
 from anetrain.mil.types import FP16
 from anetrain.runtime.errors import MultiInputError
 from anetrain.runtime.fp16 import f16_bits_to_f32, f32_to_f16_bits
@@ -55,6 +56,11 @@ class SimKernel(Kernel):
             storage=storage,
             store_block=None if fast is None else fast.store_block,
         )
+
+    def release_memory(self) -> int:
+        """Give back the plan's intermediate values and scratch (``Plan.transient``): dead
+        between evals, and rewritten before any step reads them in the next."""
+        return release_pages(self.plan.transient)
 
     def _evaluate(self, request: Request, qos: int) -> int | None:
         if len(request.inputs) > 1 and not self.chip.multi_input_allowed:

@@ -21,7 +21,8 @@ class Plan:
     """What a simulated kernel runs: decode inputs into ``inputs``, run ``steps``, encode
     ``outputs`` (arrays or views holding the returned values after the steps).
     ``owned_outputs[i]``: output ``i`` is a C-contiguous buffer that only the steps write, so a
-    surface may hold it directly (no copy out)."""
+    surface may hold it directly (no copy out). ``transient``: the buffers whose contents are
+    dead between evals (intermediate values, scratch), which may be given back meanwhile."""
 
     inputs: list[np.ndarray]
     steps: list[Step]
@@ -29,6 +30,7 @@ class Plan:
     weight_bytes: int
     owned_outputs: list[bool] = field(default_factory=list)
     fast: FastOps | None = None  # the fast path's kernels, when the plan uses them
+    transient: list[np.ndarray] = field(default_factory=list)
 
 
 def build_plan(
@@ -69,7 +71,9 @@ def build_plan(
         name in ctx.owned and out.flags.c_contiguous and names.count(name) == 1
         for name, out in zip(names, outputs, strict=True)
     ]
-    return Plan(inputs, ctx.steps, outputs, weights.total_bytes, owned, fast_ops)
+    return Plan(
+        inputs, ctx.steps, outputs, weights.total_bytes, owned, fast_ops, ctx.transient()
+    )
 
 
 def _alias_concat_inputs(fn: Function, ctx: PlanContext) -> None:

@@ -13,8 +13,8 @@ import ctypes.util
 import functools
 import mmap
 import os
-from pathlib import Path
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np

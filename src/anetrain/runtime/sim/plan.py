@@ -71,9 +71,7 @@ def build_plan(
         name in ctx.owned and out.flags.c_contiguous and names.count(name) == 1
         for name, out in zip(names, outputs, strict=True)
     ]
-    return Plan(
-        inputs, ctx.steps, outputs, weights.total_bytes, owned, fast_ops, ctx.transient()
-    )
+    return Plan(inputs, ctx.steps, outputs, weights.total_bytes, owned, fast_ops, ctx.transient())
 
 
 def _alias_concat_inputs(fn: Function, ctx: PlanContext) -> None:

@@ -25,6 +25,7 @@ from anetrain.model.params import init_params
 from anetrain.runtime.errors import UnsupportedOpError, WeightsError
 from anetrain.runtime.sim import SimBackend
 from anetrain.runtime.sim import fast as fastpath
+from anetrain.runtime.sim.buffers import Workspace
 from anetrain.runtime.sim.ops import PLANNERS
 from anetrain.runtime.sim.plan import build_plan
 from anetrain.runtime.sim.weights import WeightResolver
@@ -76,19 +77,29 @@ def run_plan(
     garbage: bool = False,
 ) -> list[np.ndarray]:
     """Two evals of the function's plan on ``inputs``; the second eval's outputs. ``garbage``:
-    between them every buffer the plan calls transient (``Plan.transient``, which may be given
-    back between evals) is filled with NaN bit patterns, as undefined contents could be."""
+    the plan's transient buffers lie in a shared workspace, and between the evals every one
+    (``Plan.transient``: inputs, intermediate values, scratch; what other kernels of the
+    backend overwrite, or what is given back) is filled with NaN bit patterns."""
     resolver = WeightResolver(weights, CHIP)
-    plan = build_plan(fn, CHIP, resolver, flush_subnormals=ftz, fast=fast, reuse_buffers=reuse)
-    for buf, x in zip(plan.inputs, inputs, strict=True):
-        buf[...] = x
+    workspace = Workspace() if garbage else None  # the transient buffers in a shared block
+    plan = build_plan(
+        fn,
+        CHIP,
+        resolver,
+        flush_subnormals=ftz,
+        fast=fast,
+        reuse_buffers=reuse,
+        workspace=workspace,
+    )
     with np.errstate(all="ignore"):
-        for _ in range(2):
-            for step in plan.steps:
-                step()
-            if garbage:
+        for n in range(2):
+            if garbage and n:
                 for buf in plan.transient:
                     buf.reshape(-1).view(np.uint8)[...] = 0xFF
+            for buf, x in zip(plan.inputs, inputs, strict=True):  # as a kernel copies them in
+                buf[...] = x
+            for step in plan.steps:
+                step()
     return [np.array(o, copy=True) for o in plan.outputs]
 
 

@@ -249,9 +249,9 @@ def test_per_call_weights_match_prestaged_surfaces_bit_for_bit() -> None:
 
 
 def test_memory_released_between_windows_changes_no_bit() -> None:
-    """release_memory (the kernels' scratch and the per-call input surfaces) between windows:
-    the same loss and gradients, to the bit, as without; with garbage there instead of the
-    zeros Linux gives back too (the contents are undefined)."""
+    """release_memory (the kernels' scratch, output surfaces and per-call input surfaces)
+    between windows: the same loss and gradients, to the bit, as without; with garbage there
+    instead of the zeros Linux gives back too (the contents are undefined)."""
     seq = np.random.default_rng(3).integers(0, CFG.vocab_size, CFG.seq_len + 1)
     params = init_params(CFG, seed=6)
     results = []
@@ -268,7 +268,8 @@ def test_memory_released_between_windows_changes_no_bit() -> None:
                 pipe.release_memory()
             elif mode == "garbage":
                 for bound in pipe.k.values():
-                    for buf in (*bound.kernel.plan.transient, bound.inputs[0].values):
+                    outputs = [s.values for r in bound.requests for s in r.outputs]
+                    for buf in (*bound.kernel.plan.transient, bound.inputs[0].values, *outputs):
                         buf.reshape(-1).view(np.uint8)[...] = 0xFF
         pipe.close()
         results.append(out)

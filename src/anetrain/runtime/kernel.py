@@ -172,6 +172,13 @@ class Kernel(ABC):
         self.stats.hw_ns = hw_ns
         self.stats.evals += 1
 
+    def staging_input(self, index: int = 0) -> Surface:
+        """A surface for callers that write the whole input before every eval: the kernel's
+        own input surface here; the simulator's holds the input in its plan's buffer, in
+        memory shared with its backend's other kernels (contents undefined after another
+        kernel's eval), so evaluating copies nothing in."""
+        return self.inputs[index]
+
     def release_memory(self) -> int:
         """Give back the memory of what holds nothing between evaluations (the simulator's
         intermediate values and scratch; surfaces keep their contents). Returns the bytes

@@ -105,8 +105,10 @@ class BoundKernel:
         # kernel's own input first (less memory, one weight write per call instead of per stage)
         self._params: Params | None = None
         self.per_call = bindings > 0 and not prestage and not own_outputs
-        if bindings == 0 or self.per_call:
-            self.inputs, self.requests = [kernel.input], [kernel.request()]
+        self.rewrites_input = bindings == 0 or self.per_call  # every call writes all of it
+        if self.rewrites_input:
+            surface = kernel.staging_input()
+            self.inputs, self.requests = [surface], [kernel.request(surface)]
         else:
             self.inputs = [kernel.new_surface() for _ in range(bindings)]
             self.requests = [
@@ -147,12 +149,13 @@ class BoundKernel:
         return Outputs(self.spec, request.outputs[0], self.timer)
 
     def release_memory(self) -> int:
-        """Between windows: the kernel's scratch, and with per-call weights its input surface
-        (every call writes it whole, weights and activations), go back to the system."""
-        released = self.kernel.release_memory()
-        if self.per_call:
-            released += self.inputs[0].discard()
-        return released
+        """Between windows (once the taps are consumed): the kernel's scratch, its output
+        surfaces and, when every call writes the whole input (weights and activations), its
+        input surface go back to the system; returns the bytes. Prestaged weights stay."""
+        surfaces = {id(s): s for request in self.requests for s in request.outputs}
+        if self.rewrites_input:
+            surfaces[id(self.inputs[0])] = self.inputs[0]
+        return self.kernel.release_memory() + sum(s.discard() for s in surfaces.values())
 
     def stage(self, params: Params | Any, only: Collection[str] | None = None) -> None:
         """Write every binding's weight regions from ``params`` (layer = binding index; anything

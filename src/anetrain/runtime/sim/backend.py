@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from anetrain.hardware.chips import ChipProfile
 from anetrain.runtime.backend import Backend, CompileSource
+from anetrain.runtime.sim.buffers import Workspace
 from anetrain.runtime.sim.fast import resolve_fast
 from anetrain.runtime.sim.kernel import SimKernel
 from anetrain.runtime.sim.ops import PLANNERS
@@ -37,6 +38,7 @@ class SimBackend(Backend):
         self.flush_subnormals = (
             self.chip.flush_subnormals if flush_subnormals is None else flush_subnormals
         )
+        self.workspace = Workspace()  # the transient buffers of every kernel compiled here
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -48,13 +50,15 @@ class SimBackend(Backend):
     def _compile(self, source: CompileSource) -> SimKernel:
         program = source.program
         fn = program.main
-        plan = build_plan(
-            fn,
-            self.chip,
-            WeightResolver(source.weights, self.chip),
-            flush_subnormals=self.flush_subnormals,
-            fast=self.fast,
-        )
+        with self.workspace.lock:  # folding constants runs steps in the shared buffers
+            plan = build_plan(
+                fn,
+                self.chip,
+                WeightResolver(source.weights, self.chip),
+                flush_subnormals=self.flush_subnormals,
+                fast=self.fast,
+                workspace=self.workspace,
+            )
         return SimKernel(
             plan,
             name=source.name,

@@ -14,6 +14,7 @@ nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ from anetrain.mil.ops import Args
 from anetrain.mil.types import FP16, FP32, DType
 from anetrain.runtime.errors import UnsupportedOpError
 from anetrain.runtime.fp16 import round_fp16
-from anetrain.runtime.sim.buffers import BufferPool
+from anetrain.runtime.sim.buffers import Arena, BufferPool
 from anetrain.runtime.sim.fast import FastOps
 
 Step = Callable[[], None]
@@ -49,21 +50,27 @@ class PlanContext:
     """Buffers and steps of one kernel being planned."""
 
     def __init__(
-        self, chip: ChipProfile, *, flush_subnormals: bool, fast: FastOps | None = None
+        self,
+        chip: ChipProfile,
+        *,
+        flush_subnormals: bool,
+        fast: FastOps | None = None,
+        arena: Arena | None = None,
     ) -> None:
         self.chip = chip
+        self.arena = arena if arena is not None else Arena(None)  # the transient buffers
         self.ftz = flush_subnormals
         self.fast = fast
         self.values: dict[str, np.ndarray] = {}
         self.const: set[str] = set()
         self.owned: set[str] = set()  # values held in buffers that steps write
+        self.prefilled: set[str] = set()  # concat outputs holding constants written now
         self.steps: list[Step] = []
         self._scratch: dict[tuple[str, np.dtype], np.ndarray] = {}
         self._slots: dict[str, tuple[Var, tuple[slice, ...]]] = {}
         self._buffers: dict[str, np.ndarray] = {}
         self._targets: set[str] = set()  # concat outputs that others are computed into
         self.pool: BufferPool | None = None  # buffer reuse, set up by build_plan
-        self._transient: list[np.ndarray] = []  # scratch and per-eval copies (see transient)
 
     def slots(self) -> dict[str, Var]:
         """Value name -> the concat output whose buffer it is computed in."""
@@ -75,6 +82,7 @@ class PlanContext:
             self.pool.pin(var.name)
         slot = self._slots.get(var.name)
         if slot is not None:
+            self.prefilled.add(slot[0].name)
             self._pin(slot[0])
 
     # ---- reading arguments ----------------------------------------------------------------
@@ -130,6 +138,15 @@ class PlanContext:
         self.owned.add(var.name)
         return buf
 
+    def bind_input(self, var: Var) -> np.ndarray:
+        """The buffer function input ``var`` is copied into at each eval (transient: only
+        the eval's steps read it); not owned, since the caller writes it."""
+        buf = self.arena.take(max(math.prod(var.shape), 1), storage_dtype(var.dtype))
+        buf = buf[: math.prod(var.shape)].reshape(var.shape)
+        self._buffers[var.name] = buf
+        self.values[var.name] = buf
+        return buf
+
     def alias_into(self, var: Var, target: Var, index: tuple[slice, ...]) -> None:
         """Allocate ``var`` (not yet planned) as ``target[index]`` (a C-contiguous slice of
         ``var``'s size), reshaped to ``var``'s shape."""
@@ -162,15 +179,15 @@ class PlanContext:
         return self.fast if self.fast is not None and op.outputs[0].dtype is FP16 else None
 
     def scratch(self, slot: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
-        """A contiguous array of ``shape`` shared by all ops (valid only within one step)."""
+        """A contiguous array of ``shape`` shared by all ops (valid only within one step; a
+        transient buffer, see :mod:`anetrain.runtime.sim.buffers`)."""
         dt = np.dtype(dtype)
         n = int(np.prod(shape, dtype=np.int64))
         key = (slot, dt)
         buf = self._scratch.get(key)
         if buf is None or buf.size < n:
-            buf = np.zeros(max(n, 1), dt)
+            buf = self.arena.take(max(n, 1), dt)
             self._scratch[key] = buf
-            self._transient.append(buf)
         return buf[:n].reshape(shape)
 
     # ---- emitting -------------------------------------------------------------------------
@@ -241,16 +258,9 @@ class PlanContext:
             return arr
         if const:
             return np.ascontiguousarray(arr)
-        buf = np.empty(arr.shape, arr.dtype)
+        buf = self.arena.take(arr.size, arr.dtype).reshape(arr.shape)
         self.steps.append(lambda: np.copyto(buf, arr))
-        self._transient.append(buf)
         return buf
-
-    def transient(self) -> list[np.ndarray]:
-        """Buffers whose contents are dead between evals: scratch, per-eval copies, and the
-        pool's buffers of intermediate values (see :meth:`BufferPool.transient`)."""
-        pooled = self.pool.transient() if self.pool is not None else []
-        return [*self._transient, *pooled]
 
 
 def view_reshape(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:

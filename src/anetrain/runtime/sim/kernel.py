@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -34,16 +35,10 @@ class SimKernel(Kernel):
             surface if owned else None
             for surface, owned in zip(self.outputs, plan.owned_outputs, strict=True)
         ]
-        # The default input surfaces hold the plan's input buffers too, so evaluating on them
-        # copies nothing in. A request with other input surfaces first moves a default
-        # surface's values aside (its storage then is a copy), and the next eval on the
-        # default surface moves them back: one copy per switch, none in a run of either.
-        self.inputs = tuple(
-            self._allocate_surface(spec, storage=buf)
-            for spec, buf in zip(self.input_specs, plan.inputs, strict=True)
-        )
-        self._home = [True] * len(self.inputs)  # default input i holds plan.inputs[i]
-        self._aside: list[np.ndarray | None] = [None] * len(self.inputs)
+        # The plan's input buffers are transient (shared with the backend's other kernels):
+        # every input surface, the default ones too, is copied in at each eval, except the
+        # staging surfaces, which hold the buffers themselves (see staging_input).
+        self._staging: dict[int, Surface] = {}
 
     def _allocate_surface(self, spec: TensorSpec, storage: np.ndarray | None = None) -> Surface:
         """Value-stored surfaces: no fp16 encode/decode per eval (see :class:`ValueSurface`);
@@ -57,12 +52,32 @@ class SimKernel(Kernel):
             store_block=None if fast is None else fast.store_block,
         )
 
+    def staging_input(self, index: int = 0) -> Surface:
+        """A surface holding input ``index`` in the plan's own buffer, so an eval copies
+        nothing in; the buffer lies in the backend's shared workspace, so its contents are
+        undefined once another kernel of the backend has been evaluated or compiled: write
+        all of it before each eval."""
+        surface = self._staging.get(index)
+        if surface is None:
+            spec = self.input_specs[index]
+            surface = self._staging[index] = self._allocate_surface(
+                spec, storage=self.plan.inputs[index]
+            )
+        return surface
+
     def release_memory(self) -> int:
         """Give back the plan's intermediate values and scratch (``Plan.transient``): dead
         between evals, and rewritten before any step reads them in the next."""
-        return release_pages(self.plan.transient)
+        with self.plan.lock or contextlib.nullcontext():
+            return release_pages(self.plan.transient)
 
     def _evaluate(self, request: Request, qos: int) -> int | None:
+        """With the plan's workspace lock held: no other kernel of the backend evaluates (or
+        compiles) meanwhile, since they share the transient buffers."""
+        with self.plan.lock or contextlib.nullcontext():
+            return self._evaluate_locked(request)
+
+    def _evaluate_locked(self, request: Request) -> int | None:
         if len(request.inputs) > 1 and not self.chip.multi_input_allowed:
             raise MultiInputError(
                 f"kernel {self.name!r}: evaluate failed with status 0x1d: "
@@ -72,21 +87,8 @@ class SimKernel(Kernel):
             )
         plan = self.plan
         for i, (surface, buf) in enumerate(zip(request.inputs, plan.inputs, strict=True)):
-            own = self.inputs[i]
-            rows = buf.reshape(own.channels, own.spatial)
-            if surface is own:
-                if not self._home[i]:  # its values were moved aside: bring them back
-                    np.copyto(rows, own.values)
-                    own.rebind(rows)
-                    self._home[i] = True
-                continue
-            if self._home[i]:  # the plan buffer is about to be overwritten: move aside
-                aside = self._aside[i]
-                if aside is None:
-                    aside = self._aside[i] = np.empty_like(rows)
-                np.copyto(aside, rows)
-                own.rebind(aside)
-                self._home[i] = False
+            if surface is self._staging.get(i):
+                continue  # it holds the plan's buffer
             with surface.locked(read_only=True):
                 dst = buf.reshape(surface.channels, surface.spatial)
                 if isinstance(surface, ValueSurface):

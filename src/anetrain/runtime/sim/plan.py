@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from anetrain.hardware.chips import ChipProfile
 from anetrain.mil.ir import Function, Literal, Operation, Var
-from anetrain.runtime.sim.buffers import BufferPool
+from anetrain.runtime.sim.buffers import Arena, BufferPool, Workspace
 from anetrain.runtime.sim.context import PlanContext, Step, literal_array
 from anetrain.runtime.sim.fast import FastOps
 from anetrain.runtime.sim.ops import PLANNERS
@@ -20,9 +21,11 @@ from anetrain.runtime.sim.weights import WeightResolver
 class Plan:
     """What a simulated kernel runs: decode inputs into ``inputs``, run ``steps``, encode
     ``outputs`` (arrays or views holding the returned values after the steps).
-    ``owned_outputs[i]``: output ``i`` is a C-contiguous buffer that only the steps write, so a
-    surface may hold it directly (no copy out). ``transient``: the buffers whose contents are
-    dead between evals (intermediate values, scratch), which may be given back meanwhile."""
+    ``owned_outputs[i]``: output ``i`` is a C-contiguous buffer that only the steps write, all
+    of it in every eval, so a surface may hold it directly (no copy out). ``transient``: the
+    buffers whose contents are dead between evals (inputs, intermediate values, scratch),
+    which may be given back meanwhile and, with a workspace, lie in memory that other plans
+    use too."""
 
     inputs: list[np.ndarray]
     steps: list[Step]
@@ -31,6 +34,7 @@ class Plan:
     owned_outputs: list[bool] = field(default_factory=list)
     fast: FastOps | None = None  # the fast path's kernels, when the plan uses them
     transient: list[np.ndarray] = field(default_factory=list)
+    lock: AbstractContextManager | None = None  # its workspace's, held around every eval
 
 
 def build_plan(
@@ -41,16 +45,18 @@ def build_plan(
     flush_subnormals: bool,
     fast: bool = False,
     reuse_buffers: bool = True,
+    workspace: Workspace | None = None,
 ) -> Plan:
     """``fast``: the numba kernels (:mod:`anetrain.runtime.sim.fast`); ``reuse_buffers``: dead
-    values' buffers serve later outputs (:mod:`anetrain.runtime.sim.buffers`). Neither changes
-    a bit of the results."""
+    values' buffers serve later outputs; ``workspace``: the transient buffers lie in memory
+    shared with its other plans (:mod:`anetrain.runtime.sim.buffers`; the caller holds its
+    lock while building, and the kernel while evaluating). None changes a bit of the results."""
     fast_ops = FastOps(flush_subnormals) if fast else None
-    ctx = PlanContext(chip, flush_subnormals=flush_subnormals, fast=fast_ops)
+    arena = Arena(workspace)
+    ctx = PlanContext(chip, flush_subnormals=flush_subnormals, fast=fast_ops, arena=arena)
     _alias_concat_inputs(fn, ctx)
-    pool = ctx.pool = BufferPool(fn, ctx.slots()) if reuse_buffers else None
-    inputs = [ctx.alloc(var) for var in fn.inputs]
-    ctx.owned.clear()  # the caller writes the inputs
+    pool = ctx.pool = BufferPool(fn, ctx.slots(), arena) if reuse_buffers else None
+    inputs = [ctx.bind_input(var) for var in fn.inputs]  # transient: copied in every eval
     for index, op in enumerate(fn.operations):
         if pool is not None:
             pool.now = index
@@ -68,10 +74,15 @@ def build_plan(
     outputs = [ctx.values[var.name] for var in fn.outputs]
     names = [var.name for var in fn.outputs]
     owned = [
-        name in ctx.owned and out.flags.c_contiguous and names.count(name) == 1
+        name in ctx.owned
+        and name not in ctx.prefilled
+        and out.flags.c_contiguous
+        and names.count(name) == 1
         for name, out in zip(names, outputs, strict=True)
     ]
-    return Plan(inputs, ctx.steps, outputs, weights.total_bytes, owned, fast_ops, ctx.transient())
+    lock = workspace.lock if workspace is not None else None
+    transient = arena.buffers
+    return Plan(inputs, ctx.steps, outputs, weights.total_bytes, owned, fast_ops, transient, lock)
 
 
 def _alias_concat_inputs(fn: Function, ctx: PlanContext) -> None:

@@ -329,14 +329,8 @@ class ValueSurface(Surface):
     @property
     def values(self) -> np.ndarray:
         """Zero-copy ``[C, S]`` float32 view of the stored values. (On a simulated kernel's
-        own input surface, valid until a request with other input surfaces is evaluated.)"""
+        staging input, undefined once another kernel of its backend has been evaluated.)"""
         return self._storage
-
-    def rebind(self, storage: np.ndarray) -> None:
-        """Hold the values in ``storage`` (``[C, S]`` float32, already holding them) from now
-        on: the simulator moves its kernels' own input surfaces between buffers."""
-        self._storage = storage
-        self.buffer = storage.reshape(-1).view(np.uint8)
 
     @property
     def array(self) -> np.ndarray:

@@ -461,9 +461,9 @@ class Trainer:
             )
         self.pipeline.wait()
         if 4 * self.model.n_params > PRESTAGE_MAX_BYTES:
-            # a large model: its freed activations and the kernels' scratch leave RSS before
-            # the Adam moments come in (measured, stories110m's one-step peak: the heap
-            # 2.33 -> 2.13 GB, the kernels' scratch and per-call inputs 2.13 -> 1.99 GB)
+            # a large model: its freed activations and the kernels' transient buffers and
+            # output surfaces leave RSS before the Adam moments come in (measured, stories110m's
+            # one-step peak: the heap 2.33 -> 2.13 GB, the kernels 2.13 -> 1.97 GB)
             self.pipeline.release_memory()
             release_free_heap()
         asked = float(stop is not None and stop.requested)

@@ -9,7 +9,8 @@ planners may hand over steps that compute and round in the same pass (``fused``)
 
 An op output feeding a concat along a leading axis is allocated as its slice of the concat's
 buffer (:meth:`PlanContext.alias_into`), so the producer writes there and the concat copies
-nothing.
+nothing. Transient buffers (the inputs, values that die within an eval, scratch) come from the
+plan's :class:`~anetrain.runtime.sim.buffers.Arena`, memory its backend's other kernels share.
 """
 
 from __future__ import annotations

@@ -329,3 +329,38 @@ def test_large_models_do_not_keep_a_weight_surface_per_layer() -> None:
     assert (
         layer_surface_bytes("stories15m") <= PRESTAGE_MAX_BYTES < layer_surface_bytes("stories110m")
     )
+
+
+def test_finished_deferred_jobs_let_go_of_what_they_read() -> None:
+    """A finished weight-gradient job is dropped at the next one queued, so its closure (the
+    activations and output gradients it read) does not live until wait(); a failed one stays,
+    for wait() to raise."""
+    import gc
+    import weakref
+
+    pipe = DynamicPipeline(CFG, backend="sim")
+    try:
+
+        class Held:
+            pass
+
+        held = Held()
+        ref = weakref.ref(held)
+        pipe._defer(lambda h=held: None, {("w1", 0)})
+        del held
+        pipe._pending[-1].future.result()
+        pipe._defer(lambda: None, {("w1", 1)})
+        gc.collect()
+        assert ref() is None
+
+        def fail() -> None:
+            raise RuntimeError("gemm failed")
+
+        pipe._defer(fail, {("w2", 0)})
+        pipe._pending[-1].future.exception()  # finished, with the error
+        pipe._defer(lambda: None, {("w2", 1)})
+        with pytest.raises(RuntimeError, match="gemm failed"):
+            pipe.wait()
+    finally:
+        pipe._pending.clear()
+        pipe.close()

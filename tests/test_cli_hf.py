@@ -31,6 +31,20 @@ def one_line_error(capsys, message: str, *args: str | Path) -> None:
     assert message in err, err
 
 
+def _greedy_text(model, tok, ids: list[int], n: int, eos: int) -> str:
+    """transformers' greedy continuation of ``ids`` as text; a random model emits stray bytes,
+    so it is decoded as the library streams it, token by token."""
+    from tokenizers.decoders import DecodeStream
+
+    with torch.no_grad():
+        ref = model.generate(
+            torch.as_tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=n, do_sample=False, pad_token_id=0, eos_token_id=eos,
+        )[0].tolist()  # fmt: skip
+    stream = DecodeStream(skip_special_tokens=True)
+    return "".join(stream.step(tok, i) or "" for i in ref)
+
+
 @pytest.mark.parametrize("kind", ["llama", "qwen3"])
 def test_folder_in_train_export_out(kind: str, tmp_path: Path, capsys) -> None:
     folder, model, tok = save_folder(tmp_path / "hf", kind)
@@ -43,17 +57,8 @@ def test_folder_in_train_export_out(kind: str, tmp_path: Path, capsys) -> None:
     assert code == 0, err
     assert "Hugging Face model folder" in err
     ids = tok.encode(prompt).ids
-    with torch.no_grad():
-        ref = model.generate(
-            torch.as_tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=8, do_sample=False, pad_token_id=0,
-            eos_token_id=tok.token_to_id("</s>" if kind == "llama" else "<|endoftext|>"),
-        )[0].tolist()  # fmt: skip
-    # a random model emits stray bytes: decode as the library streams them, token by token
-    from tokenizers.decoders import DecodeStream
-
-    stream = DecodeStream(skip_special_tokens=True)
-    assert out == "".join(stream.step(tok, i) or "" for i in ref) + "\n"
+    eos = tok.token_to_id("</s>" if kind == "llama" else "<|endoftext|>")
+    assert out == _greedy_text(model, tok, ids, 8, eos) + "\n"
     # data prepare with the folder's tokenizer, then train from the folder's weights
     text = tmp_path / "text.txt"
     text.write_text("\n\n".join(TEXT * 10) + "\n")
@@ -195,12 +200,4 @@ def test_generate_uses_the_folders_context_beyond_the_training_window(
     assert code == 0, err
     assert "300 tokens in" in err
     ids, eos = tok.encode(prompt).ids, tok.token_to_id("</s>")
-    with torch.no_grad():
-        ref = model.generate(
-            torch.as_tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=300, do_sample=False, pad_token_id=0, eos_token_id=eos,
-        )[0].tolist()  # fmt: skip
-    from tokenizers.decoders import DecodeStream
-
-    stream = DecodeStream(skip_special_tokens=True)
-    assert out == "".join(stream.step(tok, i) or "" for i in ref) + "\n"
+    assert out == _greedy_text(model, tok, ids, 300, eos) + "\n"

@@ -125,14 +125,21 @@ def test_weights_made_non_finite_are_never_saved(tmp_path: Path, data: TokenFile
     assert (out / LAST).read_bytes() == before
 
 
-def test_resuming_a_finished_run_changes_nothing(
+def _finished_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+) -> tuple[Path, list[str], dict[str, bytes]]:
+    """A 2-step run trained into ``tmp_path/run``: its folder, command line and file bytes."""
     out = tmp_path / "run"
     argv = train_argv(tmp_path, out)
     assert main(argv) == 0
-    files = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
+    return out, argv, {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_resuming_a_finished_run_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, argv, files = _finished_run(tmp_path, capsys)
     assert main([*argv, "--resume"]) == 1
     err = capsys.readouterr().err
     assert "already at step 2 of 2; raise --steps" in err and len(err.splitlines()) == 1
@@ -284,11 +291,7 @@ def test_memory_estimate_refuses_before_allocating(monkeypatch: pytest.MonkeyPat
 def test_training_into_a_folder_that_holds_a_run_needs_resume(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "run"
-    argv = train_argv(tmp_path, out)
-    assert main(argv) == 0
-    files = {p.name: p.read_bytes() for p in out.iterdir()}
-    capsys.readouterr()
+    out, argv, files = _finished_run(tmp_path, capsys)
     assert main([*argv[:6], "3", *argv[7:]]) == 1
     assert "already holds a run" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files

@@ -23,9 +23,8 @@ This module imports nothing outside the standard library: it must run before Num
 from __future__ import annotations
 
 import os
-import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 AVX512_KERNELS = "SkylakeX"  # OpenBLAS's AVX-512 target, as OPENBLAS_CORETYPE spells it
 AVX512_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
@@ -35,9 +34,9 @@ chosen: str | None = None  # what select_kernels set in this process (None: left
 
 
 def kernels_for(cpuinfo: str, environ: Mapping[str, str], numpy_loaded: bool) -> str | None:
-    """The ``OPENBLAS_CORETYPE`` to set for a CPU described by ``cpuinfo`` (the text of
-    /proc/cpuinfo), or None to leave OpenBLAS's own choice."""
-    if numpy_loaded or "OPENBLAS_CORETYPE" in environ or environ.get("ANETRAIN_BLAS_AUTO") == "0":
+    """The ``OPENBLAS_CORETYPE`` to set for a CPU described by ``cpuinfo`` (/proc/cpuinfo's
+    text, its first processor block suffices), or None to leave OpenBLAS's own choice."""
+    if not _may_choose(environ, numpy_loaded):
         return None
     vendor, flags = _first_cpu(cpuinfo)
     if vendor != "AuthenticAMD" or not flags >= AVX512_FLAGS:
@@ -47,31 +46,50 @@ def kernels_for(cpuinfo: str, environ: Mapping[str, str], numpy_loaded: bool) ->
 
 def select_kernels() -> str | None:
     """Set ``OPENBLAS_CORETYPE`` for this process and its children where :func:`kernels_for`
-    says so; returns what was set."""
+    says so; returns what was set. Runs at every ``import anetrain``: the cheap checks come
+    first, and only the first processor block of /proc/cpuinfo is read."""
     global chosen
-    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+    numpy_loaded = "numpy" in sys.modules
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        return None
+    if not _may_choose(os.environ, numpy_loaded):
         return None
     try:
         with open(CPUINFO, encoding="utf-8", errors="replace") as f:
-            cpuinfo = f.read()
+            block = _first_block(f)
     except OSError:
         return None
-    core = kernels_for(cpuinfo, os.environ, "numpy" in sys.modules)
+    core = kernels_for(block, os.environ, numpy_loaded)
     if core is not None:
         os.environ["OPENBLAS_CORETYPE"] = core
         chosen = core
     return core
 
 
+def _first_block(lines: Iterable[str]) -> str:
+    """The lines up to the first blank one after some content (one processor's block)."""
+    out: list[str] = []
+    for line in lines:
+        if not line.strip():
+            if out:
+                break
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def _may_choose(environ: Mapping[str, str], numpy_loaded: bool) -> bool:
+    """Not too late, and neither the user's own choice nor an opt-out is set."""
+    return not (
+        numpy_loaded or "OPENBLAS_CORETYPE" in environ or environ.get("ANETRAIN_BLAS_AUTO") == "0"
+    )
+
+
 def _first_cpu(cpuinfo: str) -> tuple[str, frozenset[str]]:
     """Vendor id and flags of the first processor block."""
     vendor, flags = "", frozenset[str]()
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            if vendor or flags:
-                break  # the end of the first block
-            continue
+    for line in _first_block(cpuinfo.splitlines(keepends=True)).splitlines():
+        key, _, value = line.partition(":")
         key = key.strip()
         if key == "vendor_id":
             vendor = value.strip()

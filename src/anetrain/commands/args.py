@@ -128,14 +128,20 @@ def file_path(text: str) -> Path:
 file_path.__name__ = "file"
 
 
+def _plain_path(text: str, noun: str, wanted: str) -> Path:
+    """``text`` as a path: not empty (``noun`` names what was expected), not a FIFO or device
+    (``wanted`` names what it should be)."""
+    if not text:
+        raise argparse.ArgumentTypeError(f"expected a {noun}, got an empty string")
+    path = Path(text)
+    _refuse_special(path, text, wanted)
+    return path
+
+
 def file_or_folder(text: str) -> Path:
     """An existing-or-not path to read that may be a file or a folder (a checkpoint or a run
     folder, a weights folder): not empty, not a FIFO or device."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a path, got an empty string")
-    path = Path(text)
-    _refuse_special(path, text, "a regular file or a folder")
-    return path
+    return _plain_path(text, "path", "a regular file or a folder")
 
 
 file_or_folder.__name__ = "path"
@@ -162,11 +168,7 @@ tokenizer_arg.__name__ = "tokenizer"
 def folder_path(text: str) -> Path:
     """A folder to read (a run folder): not empty, not a FIFO or device (whether it exists and
     is a folder is left to the reader, whose message names the fix)."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
-    path = Path(text)
-    _refuse_special(path, text, "a folder")
-    return path
+    return _plain_path(text, "folder path", "a folder")
 
 
 folder_path.__name__ = "folder"
@@ -184,10 +186,7 @@ file_or_stdout.__name__ = "file"
 
 def output_folder(text: str) -> Path:
     """A folder we will create or write into: not a file, and no file in the way."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
-    path = Path(text)
-    _refuse_special(path, text, "a folder")
+    path = _plain_path(text, "folder path", "a folder")
     blocker = _file_in_the_way(path)
     if blocker == path:
         raise argparse.ArgumentTypeError(f"{text} is a file; give a folder path")

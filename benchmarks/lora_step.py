@@ -83,6 +83,10 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.0, help="also time LoRA with dropout P")
     ap.add_argument("--child", choices=["full", "lora", "dropout"], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if not 0.0 <= args.dropout < 1.0:  # also refuses nan
+        ap.error(f"--dropout {args.dropout}: must be a probability in [0, 1)")
+    if args.rank < 1 or args.steps < 1 or args.layers < 0:
+        ap.error("--rank and --steps must be at least 1, --layers at least 0")
     if args.child:
         print(json.dumps(child(args)))
         return
@@ -91,8 +95,11 @@ def main() -> None:
         argv = [sys.executable, __file__, "--child", mode, "--model", args.model]
         argv += ["--rank", str(args.rank), "--layers", str(args.layers)]
         argv += ["--dropout", str(args.dropout), "--steps", str(args.steps)]
-        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-        results[mode] = json.loads(out.strip().splitlines()[-1])
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:  # the child's own last line says what went wrong
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            sys.exit(f"lora_step.py: the {mode} run failed: {last}")
+        results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     depth = f", {args.layers} layers (widths of the preset)" if args.layers else ""
     print(f"{args.model}{depth}, sim backend, LoRA rank {args.rank} on q,k,v,o,gate,up,down")
     for mode, r in results.items():

@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from anetrain import runtime
+from anetrain.errors import AnetrainError
 from anetrain.mil.types import FP16
 from anetrain.model.config import ModelConfig, load_config
 from anetrain.model.params import init_params
@@ -135,7 +136,12 @@ def main() -> None:
     ap.add_argument("--pipeline", choices=["dynamic", "static"], default="dynamic")
     ap.add_argument("--ane-extras", action="store_true", help="static: the 99-kernel variant")
     args = ap.parse_args()
-    cfg = load_config(args.model)
+    if args.rounds < 1 or args.steps < 1:
+        ap.error("--rounds and --steps must be at least 1")
+    try:
+        cfg = load_config(args.model)
+    except AnetrainError as err:
+        ap.error(str(err))
     rng = np.random.default_rng(0)
     seq = rng.integers(0, cfg.vocab_size, cfg.seq_len + 1)
     tokens, targets = seq[:-1], seq[1:]

@@ -12,7 +12,7 @@ import pytest
 from anetrain.cli import main
 from anetrain.model.checkpoint import read_metadata
 from hf_models import TEXT, hf_logits, save_fp16_folder, transformers
-from test_cli_hf import one_line_error, run
+from test_cli_hf import _greedy_text, one_line_error, run
 
 peft = pytest.importorskip("peft")
 TOKENS = np.array([3, 17, 42, 99, 7, 120, 5, 64, 11, 2])
@@ -89,10 +89,20 @@ def test_lora_run_peft_files_and_merged_export(base, tmp_path: Path, capsys) -> 
     code, out, err = run(capsys, "export", "hf", runs, "--out", tmp_path / "ad")
     assert code == 0 and "PEFT LoRA adapters" in out, err
     np.testing.assert_allclose(_peft_logits(folder, tmp_path / "ad"), ref, rtol=0, atol=1e-6)
-    # generate uses base plus adapters
-    code, out, err = run(capsys, "generate", "--ckpt", runs, "--prompt", "Once", "--max-tokens",
-                         "4", "--temperature", "0")  # fmt: skip
+    # generate uses base plus adapters: greedy text is peft's greedy continuation, over the
+    # base's whole vocabulary (not only the ids the fine-tuning data holds)
+    prompt = "Once upon a time"
+    code, out, err = run(capsys, "generate", "--ckpt", runs, "--prompt", prompt, "--max-tokens",
+                         "12", "--temperature", "0")  # fmt: skip
     assert code == 0, err
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    ids, eos = tok.encode(prompt).ids, tok.token_to_id("<|endoftext|>")
+    pm = peft.PeftModel.from_pretrained(
+        transformers.AutoModelForCausalLM.from_pretrained(folder).float(), adapter
+    ).eval()
+    assert out.strip() == _greedy_text(pm, tok, ids, 12, eos)
 
 
 def test_lora_resume_is_bit_identical(base, tmp_path: Path) -> None:
@@ -209,6 +219,9 @@ def test_bad_lora_input_one_line(base, tmp_path: Path, capsys) -> None:
                        "--lora-rank", rank, "--out", tmp_path / rank, *common)  # fmt: skip
     one_line_error(capsys, "unknown target 'qkv'", "train", "--init", folder, "--lora-rank", "2",
                    "--lora-targets", "q,qkv", "--out", tmp_path / "t", *common)  # fmt: skip
+    one_line_error(capsys, "--lora-targets: 'q' given twice", "train", "--init", folder,
+                   "--lora-rank", "2", "--lora-targets", "q,v,q", "--out", tmp_path / "t",
+                   *common)  # fmt: skip
     for p in ("-0.1", "1", "nan"):
         one_line_error(capsys, f"--lora-dropout {float(p)}: must be a probability in [0, 1)",
                        "train", "--init", folder, "--lora-rank", "2", "--lora-dropout", p,
@@ -276,3 +289,45 @@ def test_the_merged_export_keeps_a_full_precision_base_as_it_was(tmp_path: Path,
     m = transformers.AutoModelForCausalLM.from_pretrained(merged).float().eval()
     ref = hf_logits(pm.merge_and_unload().eval(), TOKENS)
     np.testing.assert_allclose(hf_logits(m, TOKENS), ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+
+
+def test_the_adapter_folder_is_the_checkpoint_generate_and_export_read(base, tmp_path: Path):
+    """When the last checkpoint is not the best, RUN/adapter keeps the best adapters: the ones
+    `generate --ckpt RUN` and `export hf RUN` use, so peft loads that very model."""
+    from safetensors.numpy import load_file
+
+    from anetrain.data.tokens import TokenFile
+    from anetrain.model.hf import import_hf
+    from anetrain.model.loader import load_model
+    from anetrain.model.lora import lora_config, peft_state_dict
+    from anetrain.train.loop import TrainConfig, Trainer
+    from anetrain.train.trainable import LoraTrainable
+
+    folder, data = base
+    h = import_hf(folder, seq_len=32)
+    tr = LoraTrainable(h.params, lora_config(h.config, rank=2), base_path=str(folder))
+    tokens = TokenFile(data, vocab_size=h.config.vocab_size)
+    cfg = TrainConfig(steps=4, accum=1, warmup=0, lr=1e-2, eval_every=100, eval_windows=1)
+    t = Trainer(h.config, tokens, cfg, tmp_path, trainable=tr)
+    adapter = tmp_path / "adapter" / "adapter_model.safetensors"
+    t.train_step()
+    t.save()  # no validation yet: the last checkpoint is the one read
+    assert not (tmp_path / "ckpt_best.safetensors").exists()
+    first = peft_state_dict(tr.values)
+    assert all(np.array_equal(load_file(adapter)[k], v) for k, v in first.items())
+    t.train_step()
+    t.save(1.0)  # best
+    best = peft_state_dict(tr.values.copy())
+    t.train_step()
+    t.save(2.0)  # worse: the best checkpoint stays
+    t.train_step()
+    t.save()  # Ctrl-C or the end
+    t._metrics.close()
+    t.pipeline.close()
+    assert load_model(tmp_path).step == 2  # what generate and export read
+    on_disk = load_file(adapter)
+    assert on_disk.keys() == best.keys()
+    for key, value in best.items():
+        np.testing.assert_array_equal(on_disk[key], value, err_msg=key)
+    last = peft_state_dict(tr.values)
+    assert any(not np.array_equal(last[k], best[k]) for k in best)  # the test tells them apart

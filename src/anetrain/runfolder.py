@@ -7,7 +7,7 @@ and the dashboard read (the layout is described in docs/formats.md, "The run fol
     <run>/ckpt_last.safetensors  the latest checkpoint (what --resume continues from)
     <run>/ckpt_best.safetensors  the checkpoint with the best validation loss so far
     <run>/adapter/             LoRA runs: the adapters as a PEFT folder (adapter_config.json,
-                               adapter_model.safetensors), rewritten with every checkpoint
+                               adapter_model.safetensors) of the checkpoint readers load
 
 Step records carry one ``<phase>_ms`` field per phase of :data:`PHASES`, and the same times
 under maderix/ANE's ``train_large`` names (:data:`ORIGINAL_FIELDS`) as ms per window (its "step"

@@ -395,7 +395,9 @@ def _lora_trainable(args: argparse.Namespace, init: Any, resumed: Any) -> Any:
     lora = lora_config(init.config, rank, alpha, targets, dropout)
     if resumed is None:
         base_path = str(init.path.resolve())
-    return LoraTrainable(init.params, lora, args.seed, base_path=base_path)
+    return LoraTrainable(
+        init.params, lora, args.seed, base_path=base_path, base_vocab_ids=init.vocab_ids
+    )
 
 
 _LORA_SETTINGS = ("--lora-alpha", "--lora-dropout", "--lora-targets")
@@ -525,6 +527,7 @@ def _sample(
         return None
     tok = load_tokenizer(tokenizer_spec)
     prompt = tok.encode("Once upon a time", bos=True, eos=False)
+    lora = trainer.trainable.lora
     new = generate(
         trainer.trainable.model_params(),
         trainer.model,
@@ -533,7 +536,8 @@ def _sample(
         temperature=0.8,
         top_k=40,
         seed=args.seed,
-        allowed_ids=trainer.vocab_ids(),
+        # a LoRA run keeps to its frozen base's classifier (as `generate --ckpt RUN` does)
+        allowed_ids=trainer.vocab_ids() if lora is None else trainer.trainable.base_vocab_ids,
     )
     return tok.decode(prompt + new)
 

@@ -166,7 +166,9 @@ def _load_anetrain(path: Path, find_tokenizer: bool) -> LoadedModel:
             c.params.merged(base.params),  # the base as stored: what peft merges into
             tokenizer,
             c.step,
-            vocab_ids=c.extra.get("vocab_ids"),
+            # the frozen base's classifier, not the fine-tuning data's ids: generation samples
+            # what peft and the merged export compute (a Hugging Face base: every id)
+            vocab_ids=base.vocab_ids,
             hf_config=base.hf_config or init.get("hf_config"),
             adapters=c.params,
             base=str(base.path),

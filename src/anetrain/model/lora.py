@@ -80,10 +80,13 @@ def lora_config(
     if isinstance(names, str):
         names = tuple(t.strip() for t in names.split(",") if t.strip())
     unknown = [t for t in names if t not in TARGETS]
-    if unknown or not names:
-        what = f"unknown target {unknown[0]!r}" if unknown else "no target given"
-        raise LoraError(f"--lora-targets: {what}; choose from {','.join(TARGETS)}")
-    names = tuple(dict.fromkeys(names))
+    twice = [t for i, t in enumerate(names) if t in names[:i]]
+    if unknown or twice or not names:
+        what = "no target given"
+        if unknown or twice:
+            what = f"unknown target {unknown[0]!r}" if unknown else f"{twice[0]!r} given twice"
+        raise LoraError(f"--lora-targets: {what}; choose from {','.join(TARGETS)}, each once")
+    names = tuple(names)
     shapes = _base_shapes(cfg)
     width = min(min(shapes[TARGETS[t]]) for t in names)
     if not 1 <= rank <= width:

@@ -41,7 +41,14 @@ from anetrain.mil.types import FP16, FP32
 from anetrain.model import reference
 from anetrain.model.config import ModelConfig
 from anetrain.model.params import init_params
-from anetrain.runfolder import ADAPTER_DIR, CKPT_BEST, CKPT_LAST, METRICS, phase_key
+from anetrain.runfolder import (
+    ADAPTER_DIR,
+    CKPT_BEST,
+    CKPT_LAST,
+    METRICS,
+    checkpoint_in,
+    phase_key,
+)
 from anetrain.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -409,8 +416,6 @@ class Trainer:
                 f"{err}; the checkpoint already there is intact: fix the cause and continue "
                 "with --resume"
             ) from err
-        if isinstance(self.trainable, LoraTrainable):  # the PEFT folder, beside the checkpoint
-            self.trainable.write_peft(self.out / ADAPTER_DIR)
         if improved:
             try:
                 with path.open("rb") as src, atomic_writer(self.out / CKPT_BEST) as dst:
@@ -421,6 +426,12 @@ class Trainer:
                     f"({err.strerror or err}); {path} is intact: fix the cause and continue "
                     "with --resume"
                 ) from err
+        # The PEFT folder holds the adapters of the checkpoint generate and export read (the
+        # best, else the last: runfolder.checkpoint_in), so peft loads the same model.
+        if isinstance(self.trainable, LoraTrainable) and checkpoint_in(self.out) == (
+            self.out / (CKPT_BEST if improved else CKPT_LAST)
+        ):
+            self.trainable.write_peft(self.out / ADAPTER_DIR)
 
     def check_ranks_agree(self) -> None:
         """Every rank holds the same weights, moments and run state (free on one process)."""

@@ -169,11 +169,19 @@ class LoraTrainable:
     """LoRA: the base held once in fp16, adapters (and their gradients) in fp32."""
 
     def __init__(
-        self, base: Params, lora: LoraConfig, seed: int = 42, base_path: str | None = None
+        self,
+        base: Params,
+        lora: LoraConfig,
+        seed: int = 42,
+        base_path: str | None = None,
+        base_vocab_ids: list[int] | None = None,
     ) -> None:
         self.params = base.astype(np.float16)  # frozen; the pipeline's CPU parts read it
         self.lora = lora
         self.base_path = base_path  # where the base was loaded from (recorded, not copied)
+        # The ids the frozen classifier was trained over (an anetrain base trained on a
+        # compacted vocabulary; None: every id, as a Hugging Face base): what sampling keeps to.
+        self.base_vocab_ids = base_vocab_ids
         self.base_id = base_fingerprint(self.params)
         self.values = init_adapters(base.config, lora, seed)
         self.grads = self.values.zeros_like()

@@ -201,3 +201,38 @@ def test_dropout_seeds_differ_same_seed_repeats_resume_continues(folder, tmp_pat
     assert split + _run(resumed) == a.history
     assert np.array_equal(resumed.trainable.values.flat, a.trainable.values.flat)
     assert np.array_equal(resumed.adam.m, a.adam.m)
+
+
+@pytest.mark.parametrize("targets", ["q,k,v,o,gate,up,down", "o,down"])
+def test_memory_estimate_counts_the_masks_a_window_holds(folder, targets) -> None:
+    """The pre-allocation estimate adds what one window's masks really take (measured on the
+    masks a forward+backward leaves, all layers' at once) plus the largest fp32 draw."""
+    from anetrain import memory
+
+    h = import_hf(folder, seq_len=SEQ)
+    lora = lora_config(h.config, rank=4, targets=targets, dropout=P)
+    tr = LoraTrainable(h.params, lora, seed=SEED)
+    one_window(tr, h.config)
+    assert tr.dropout is not None
+    held = sum(m.nbytes for m in tr.dropout.masks.values())
+    assert len(tr.dropout.masks) == h.config.n_layers * len(lora.targets)
+    widest = max(m.shape[0] for m in tr.dropout.masks.values())
+    assert tr.dropout.mask_bytes(SEQ) == held + widest * SEQ * 4
+    n = tr.values.flat.size
+    plain = memory.training_bytes(h.config, n)
+    with_masks = memory.training_bytes(h.config, n, tr.dropout.mask_bytes(SEQ))
+    assert with_masks - plain == held + widest * SEQ * 4
+
+
+def test_memory_estimate_of_qwen3_0_6b_dropout_masks() -> None:
+    """At the Qwen3-0.6B shape (28 layers, window 256, all seven targets: inputs 5 x 1024,
+    2048 and 3072 wide) the masks take 28 * 10240 * 256 bytes = 73.4 MB."""
+    from anetrain.model.config import load_config
+    from anetrain.model.lora import Adapters
+
+    cfg = load_config("qwen3-0.6b")
+    assert (cfg.n_layers, cfg.seq_len, cfg.dim, cfg.qd, cfg.hidden_dim) == (28, 256, 1024, 2048,
+                                                                            3072)  # fmt: skip
+    lora = lora_config(cfg, rank=1, dropout=0.05)
+    masks = LoraDropout(Adapters(cfg, lora), seed=0).mask_bytes(cfg.seq_len)
+    assert masks == 28 * 10240 * 256 + 3072 * 256 * 4  # 73.4 MB + one 3.1 MB draw

@@ -47,13 +47,16 @@ def available_bytes() -> int | None:
         return None
 
 
-def training_bytes(model: ModelConfig, lora_params: int | None = None) -> int:
+def training_bytes(
+    model: ModelConfig, lora_params: int | None = None, dropout_mask_bytes: int = 0
+) -> int:
     """Training state: weights, gradients and both Adam moments in fp32 (one flat buffer
     each), the checkpoint being serialised (weights and moments, plus its bytes), the fp16
     weights staged into the kernels, and one window's activations and logits.
 
     With ``lora_params`` adapters: the base in fp16 plus one fp32 model (the load, and the
-    merged model validation and samples read) instead, and the state is the adapters'."""
+    merged model validation and samples read) instead, and the state is the adapters'; with
+    LoRA dropout, one window's masks (``LoraDropout.mask_bytes``)."""
     p = model.n_params
     t = p if lora_params is None else lora_params
     state = 4 * t * FP32 if lora_params is None else 4 * t * FP32 + p * (FP16 + FP32)
@@ -62,7 +65,7 @@ def training_bytes(model: ModelConfig, lora_params: int | None = None) -> int:
     s = model.seq_len
     activations = model.n_layers * s * (8 * model.dim + 3 * model.hidden_dim) * FP32
     logits = 3 * s * model.vocab_size * FP32
-    return state + checkpoint + staged + activations + logits
+    return state + checkpoint + staged + activations + logits + dropout_mask_bytes
 
 
 def inference_bytes(model: ModelConfig) -> int:

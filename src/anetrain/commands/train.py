@@ -237,9 +237,14 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     trainable = _lora_trainable(args, init, lora_resume) if init is not None else None
     if trainable is not None:  # the fp32 weights loaded are not needed beside the fp16 base
         init.params = trainable.params
+    dropout = None if trainable is None else trainable.dropout
     check_fits(
         f"training {name} ({model.n_params / 1e6:,.1f}M parameters)",
-        training_bytes(model, None if trainable is None else trainable.values.flat.size),
+        training_bytes(
+            model,
+            None if trainable is None else trainable.values.flat.size,
+            0 if dropout is None else dropout.mask_bytes(model.seq_len),
+        ),
         args.max_memory,
         hint="use a smaller --model/--config",
     )

@@ -101,6 +101,14 @@ class LoraDropout(AdapterPath):
         self.window += 1
         self.masks = {}
 
+    def mask_bytes(self, seq_len: int) -> int:
+        """Memory of one window's masks, which the backward reads again, so all layers' are held
+        at once (bool ``[IN, S]`` per targeted projection and layer), plus the largest fp32 draw
+        (for :func:`anetrain.memory.training_bytes`)."""
+        widths = [self.adapters[f"{n}.A"].shape[-1] for n in self.targets]
+        layers = self.adapters.config.n_layers
+        return layers * sum(widths) * seq_len + max(widths) * seq_len * 4
+
     def dropped(self, layer: int, name: str, x: np.ndarray) -> np.ndarray:
         if name not in self.targets:
             return x

@@ -331,3 +331,22 @@ def test_the_adapter_folder_is_the_checkpoint_generate_and_export_read(base, tmp
         np.testing.assert_array_equal(on_disk[key], value, err_msg=key)
     last = peft_state_dict(tr.values)
     assert any(not np.array_equal(last[k], best[k]) for k in best)  # the test tells them apart
+
+
+def test_a_lora_run_samples_over_its_base_classifier_ids(tmp_path: Path, capsys) -> None:
+    """Generation keeps to the ids the frozen classifier was trained over: an anetrain base's
+    compacted vocabulary (a Hugging Face base: every id), not the fine-tuning data's."""
+    from anetrain.data.tokens import write_tokens
+    from anetrain.model.loader import load_model
+
+    common = ("--steps", "2", "--sample-tokens", "0", *TRAIN)
+    code, _, err = run(capsys, "train", "--model", "tiny", "--out", tmp_path / "full", *common)
+    assert code == 0, err
+    base_ids = load_model(tmp_path / "full").vocab_ids
+    assert base_ids is not None and len(base_ids) > 40
+    data = tmp_path / "few.bin"
+    write_tokens(data, np.tile(np.asarray(base_ids[:40]), 300))  # fewer ids than the base's
+    code, _, err = run(capsys, "train", "--init", tmp_path / "full", "--data", data,
+                       "--lora-rank", "2", "--out", tmp_path / "lora", *common)  # fmt: skip
+    assert code == 0, err
+    assert load_model(tmp_path / "lora").vocab_ids == base_ids

@@ -143,10 +143,22 @@ def test_bad_lora_settings_are_one_line_errors(folder) -> None:
         ({"rank": 2, "dropout": 1.0}, "--lora-dropout 1.0: must be a probability"),
         ({"rank": 2, "dropout": float("nan")}, "--lora-dropout nan: must be a probability"),
         ({"rank": 2, "alpha": -1.0}, "--lora-alpha"),
+        ({"rank": 2, "targets": "q,v,q"}, "'q' given twice"),
     ]:
         with pytest.raises(LoraError, match=match) as err:
             lora_config(cfg, **kwargs)
         assert "\n" not in str(err.value)
+
+
+def test_targets_take_one_order_whatever_order_they_are_given_in(folder) -> None:
+    """The order of --lora-targets changes nothing: not the buffer layout, not the order the
+    dropout masks are drawn in (documented as q, k, v, o, gate, up, down), and a resume that
+    names the same targets in another order is the same settings."""
+    cfg = import_hf(folder[0], seq_len=SEQ).config
+    given = lora_config(cfg, rank=2, targets="down,v,q", dropout=0.1)
+    assert given.targets == ("q", "v", "down") and given.params == ("wq", "wv", "w2")
+    assert given == lora_config(cfg, rank=2, targets="q,v,down", dropout=0.1)
+    assert list(Adapters(cfg, given)) == ["wq.A", "wq.B", "wv.A", "wv.B", "w2.A", "w2.B"]
 
 
 def test_adapters_are_one_flat_buffer(folder) -> None:

@@ -47,7 +47,7 @@ class LoraError(AnetrainError, ValueError):
 class LoraConfig:
     rank: int
     alpha: float
-    targets: tuple[str, ...] = DEFAULT_TARGETS  # short names, keys of TARGETS
+    targets: tuple[str, ...] = DEFAULT_TARGETS  # short names, keys of TARGETS, in its order
     dropout: float = 0.0
 
     @property
@@ -86,7 +86,7 @@ def lora_config(
         if unknown or twice:
             what = f"unknown target {unknown[0]!r}" if unknown else f"{twice[0]!r} given twice"
         raise LoraError(f"--lora-targets: {what}; choose from {','.join(TARGETS)}, each once")
-    names = tuple(names)
+    names = tuple(t for t in TARGETS if t in names)  # one order: layout, masks, resume checks
     shapes = _base_shapes(cfg)
     width = min(min(shapes[TARGETS[t]]) for t in names)
     if not 1 <= rank <= width:

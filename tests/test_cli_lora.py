@@ -89,6 +89,9 @@ def test_lora_run_peft_files_and_merged_export(base, tmp_path: Path, capsys) -> 
     code, out, err = run(capsys, "export", "hf", runs, "--out", tmp_path / "ad")
     assert code == 0 and "PEFT LoRA adapters" in out, err
     np.testing.assert_allclose(_peft_logits(folder, tmp_path / "ad"), ref, rtol=0, atol=1e-6)
+    for cmd in (("generate", "--ckpt", adapter, "--prompt", "Once"),
+                ("export", "hf", tmp_path / "ad", "--out", tmp_path / "again")):  # fmt: skip
+        one_line_error(capsys, "a PEFT adapter folder (adapters without their base)", *cmd)
     # generate uses base plus adapters: greedy text is peft's greedy continuation, over the
     # base's whole vocabulary (not only the ids the fine-tuning data holds)
     prompt = "Once upon a time"

@@ -27,7 +27,7 @@ from anetrain.model.hf import INDEX as HF_INDEX
 from anetrain.model.hf import WEIGHTS as HF_WEIGHTS
 from anetrain.model.hf import import_hf, is_hf_folder, looks_like_hub_id
 from anetrain.model.llama2c import MAGIC_V1, import_llama2c
-from anetrain.model.lora import Adapters, LoraError, base_fingerprint
+from anetrain.model.lora import ADAPTER_CONFIG, Adapters, LoraError, base_fingerprint
 from anetrain.model.original import MAGIC as BLZT
 from anetrain.model.original import import_original_checkpoint
 from anetrain.model.params import Params
@@ -138,6 +138,12 @@ def _load_anetrain(path: Path, find_tokenizer: bool) -> LoadedModel:
     if path.is_dir():
         run_dir = path
         found = checkpoint_in(run_dir)
+        if found is None and (run_dir / ADAPTER_CONFIG).is_file():
+            raise LoraError(
+                f"{run_dir}: a PEFT adapter folder (adapters without their base); pass the run "
+                "folder that holds its checkpoints (a LoRA run's adapter/ sits inside it), or "
+                "load it with peft.PeftModel.from_pretrained onto its base"
+            )
         if found is None:
             raise CheckpointError(
                 f"{run_dir}: no {CKPT_BEST} or {CKPT_LAST} in this run folder (and no Hugging Face "

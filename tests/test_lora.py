@@ -195,3 +195,28 @@ def test_no_frozen_weight_gradient_is_formed(folder, monkeypatch) -> None:
         pipe.close()
     assert np.abs(tr.grads["wk.B"]).max() > 0  # with peft's B = 0 init, dB carries the signal
     assert np.array_equal(tr.params.flat, base)
+
+
+@pytest.mark.parametrize("alpha, dropout, targets", [(8, 0.0, "o,down"), (2.5, 0.05, None)])
+def test_adapter_config_is_what_peft_itself_writes(folder, alpha, dropout, targets, tmp_path):
+    """Our adapter_config.json against the one peft saves for the same LoraConfig, field by
+    field (the fields a loader reads), types included (peft writes an integral alpha as int)."""
+    import json
+
+    path, _ = folder
+    cfg = import_hf(path, seq_len=SEQ).config
+    lora = lora_config(cfg, rank=4, alpha=alpha, targets=targets, dropout=dropout)
+    write_peft(tmp_path / "ours", LoraTrainable(import_hf(path).params, lora).values, str(path))
+    ours = json.loads((tmp_path / "ours" / ADAPTER_CONFIG).read_text())
+    modules = [f"{t}_proj" for t in lora.targets]
+    ref_cfg = peft.LoraConfig(
+        r=4, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+        target_modules=modules, base_model_name_or_path=str(path),
+    )  # fmt: skip
+    ref_cfg.save_pretrained(str(tmp_path / "peft"))
+    ref = json.loads((tmp_path / "peft" / ADAPTER_CONFIG).read_text())
+    for key in ("peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "bias",
+                "fan_in_fan_out", "use_rslora", "use_dora", "base_model_name_or_path",
+                "modules_to_save"):  # fmt: skip
+        assert (ours[key], type(ours[key])) == (ref[key], type(ref[key])), key
+    assert sorted(ours["target_modules"]) == sorted(ref["target_modules"])

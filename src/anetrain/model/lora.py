@@ -260,7 +260,7 @@ def peft_config(lora: LoraConfig, base_name: str | None) -> dict[str, Any]:
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": base_name,
         "r": lora.rank,
-        "lora_alpha": lora.alpha,
+        "lora_alpha": int(lora.alpha) if lora.alpha.is_integer() else lora.alpha,  # as peft's
         "lora_dropout": lora.dropout,
         "target_modules": modules,
         "bias": "none",

@@ -296,7 +296,10 @@ def test_the_merged_export_keeps_a_full_precision_base_as_it_was(tmp_path: Path,
 
 def test_the_adapter_folder_is_the_checkpoint_generate_and_export_read(base, tmp_path: Path):
     """When the last checkpoint is not the best, RUN/adapter keeps the best adapters: the ones
-    `generate --ckpt RUN` and `export hf RUN` use, so peft loads that very model."""
+    `generate --ckpt RUN` and `export hf RUN` use, so peft loads that very model. A damaged or
+    deleted folder is written again from that checkpoint."""
+    import shutil
+
     from safetensors.numpy import load_file
 
     from anetrain.data.tokens import TokenFile
@@ -324,16 +327,21 @@ def test_the_adapter_folder_is_the_checkpoint_generate_and_export_read(base, tmp
     t.train_step()
     t.save(2.0)  # worse: the best checkpoint stays
     t.train_step()
+    adapter.write_bytes(adapter.read_bytes()[:-64])  # damaged: written again from the best
     t.save()  # Ctrl-C or the end
-    t._metrics.close()
-    t.pipeline.close()
     assert load_model(tmp_path).step == 2  # what generate and export read
-    on_disk = load_file(adapter)
-    assert on_disk.keys() == best.keys()
-    for key, value in best.items():
-        np.testing.assert_array_equal(on_disk[key], value, err_msg=key)
     last = peft_state_dict(tr.values)
     assert any(not np.array_equal(last[k], best[k]) for k in best)  # the test tells them apart
+    for damage in (None, lambda: shutil.rmtree(adapter.parent)):
+        if damage is not None:
+            damage()
+            t.save()
+        on_disk = load_file(adapter)
+        assert on_disk.keys() == best.keys()
+        for key, value in best.items():
+            np.testing.assert_array_equal(on_disk[key], value, err_msg=key)
+    t._metrics.close()
+    t.pipeline.close()
 
 
 def test_a_lora_run_samples_over_its_base_classifier_ids(tmp_path: Path, capsys) -> None:

@@ -273,6 +273,19 @@ def peft_config(lora: LoraConfig, base_name: str | None) -> dict[str, Any]:
     }
 
 
+def peft_folder_intact(folder: Path) -> bool:
+    """Whether ``folder``'s adapter_config.json parses and adapter_model.safetensors' header
+    does and matches the file's size (a cheap check, no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        json.loads((Path(folder) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        with safe_open(str(Path(folder) / ADAPTER_WEIGHTS), "np") as f:
+            return bool(list(f.keys()))
+    except (OSError, ValueError, SafetensorError):
+        return False
+
+
 def write_peft(folder: Path, adapters: Adapters, base_name: str | None) -> Path:
     """Write (or atomically replace) a PEFT adapter folder."""
     from safetensors.numpy import save_file

@@ -40,6 +40,7 @@ from anetrain.memory import release_free_heap
 from anetrain.mil.types import FP16, FP32
 from anetrain.model import reference
 from anetrain.model.config import ModelConfig
+from anetrain.model.lora import peft_folder_intact
 from anetrain.model.params import init_params
 from anetrain.runfolder import (
     ADAPTER_DIR,
@@ -426,12 +427,19 @@ class Trainer:
                     f"({err.strerror or err}); {path} is intact: fix the cause and continue "
                     "with --resume"
                 ) from err
-        # The PEFT folder holds the adapters of the checkpoint generate and export read (the
-        # best, else the last: runfolder.checkpoint_in), so peft loads the same model.
-        if isinstance(self.trainable, LoraTrainable) and checkpoint_in(self.out) == (
-            self.out / (CKPT_BEST if improved else CKPT_LAST)
-        ):
-            self.trainable.write_peft(self.out / ADAPTER_DIR)
+        if isinstance(self.trainable, LoraTrainable):
+            self._write_adapter_folder(improved)
+
+    def _write_adapter_folder(self, improved: bool) -> None:
+        """RUN/adapter holds the adapters of the checkpoint generate and export read (the best,
+        else the last: runfolder.checkpoint_in), so peft loads the same model; a damaged or
+        deleted folder is written again from that checkpoint."""
+        assert isinstance(self.trainable, LoraTrainable)
+        folder, read = self.out / ADAPTER_DIR, checkpoint_in(self.out)
+        if read == self.out / (CKPT_BEST if improved else CKPT_LAST):
+            self.trainable.write_peft(folder)
+        elif read is not None and not peft_folder_intact(folder):
+            self.trainable.write_peft(folder, load_checkpoint(read, expect=self.model).params)
 
     def check_ranks_agree(self) -> None:
         """Every rank holds the same weights, moments and run state (free on one process)."""

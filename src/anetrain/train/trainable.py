@@ -249,8 +249,9 @@ class LoraTrainable:
             rec["dropout"] = self.dropout.state_dict()
         return rec
 
-    def write_peft(self, folder: Path) -> Path:
-        return write_peft(folder, self.values, self.base_path)
+    def write_peft(self, folder: Path, adapters: Adapters | None = None) -> Path:
+        """The PEFT folder of these adapters (or of ``adapters`` read back from a checkpoint)."""
+        return write_peft(folder, self.values if adapters is None else adapters, self.base_path)
 
 
 class _BaseAndB:

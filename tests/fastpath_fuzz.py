@@ -129,13 +129,20 @@ def run_plan(
 def run_kernel(
     program: Program, inputs: list[np.ndarray], weights: dict[str, bytes], *, fast: bool, ftz: bool
 ) -> list[np.ndarray]:
-    """The outputs of a compiled kernel's second eval (inputs written through surfaces)."""
+    """A compiled kernel's outputs (inputs written through surfaces), flattened: those of an
+    eval on its own surfaces, then of a request that gives every other output a surface of
+    its own (the default surfaces of those must keep the first eval's values)."""
     backend = SimBackend(CHIP, fast=fast, flush_subnormals=ftz)
     kernel = runtime.compile(program, weights, backend=backend)
     try:
-        for _ in range(2):
-            outs = kernel(*inputs)
-        return list(outs) if isinstance(outs, tuple) else [outs]
+        first = kernel(*inputs)
+        first = [o.copy() for o in (first if isinstance(first, tuple) else [first])]
+        mine = {i: kernel.new_surface(spec) for i, spec in enumerate(kernel.output_specs) if i % 2}
+        outs = [mine.get(i, s) for i, s in enumerate(kernel.outputs)]
+        kernel.request(*kernel.inputs, outputs=outs).eval()
+        second = [s.numpy() for s in outs]
+        kept = [kernel.outputs[i].numpy() for i in mine]
+        return [a.reshape(-1) for a in (*first, *second, *kept)]
     finally:
         kernel.unload()
 
@@ -225,6 +232,9 @@ def compare(
     tally.kernels += 1
     got = run_kernel(built.program, inputs, w, fast=True, ftz=ftz)
     _record(tally, built, f"kernel (ftz={ftz})", kernel_ref, got)
+    n = len(ref)  # the plan's values are what the surfaces must show, twice over
+    plan_twice = [np.asarray(a, np.float32).reshape(-1) for a in ref] * 2
+    _record(tally, built, f"kernel vs plan (ftz={ftz})", plan_twice, kernel_ref[: 2 * n])
 
 
 def _record(tally: FastTally, built: BuiltProgram, what: str, ref: list, got: list) -> None:

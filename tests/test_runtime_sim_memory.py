@@ -118,6 +118,34 @@ def test_outputs_holding_folded_constants_are_copied_out_so_discarding_is_safe()
     assert np.array_equal(got[0][0, 2:], np.full((2, 1, 4096), 3.0, np.float32))
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["numpy", "fast"])
+def test_an_output_computed_into_another_outputs_concat_is_copied_out(fast: bool) -> None:
+    """``y`` is computed into its slice of the returned concat ``c``: a request with its own
+    surface for ``c`` and the default one for ``y`` must leave ``y``'s fresh values there
+    (restoring ``c``'s held surface around the request used to overwrite them)."""
+    from anetrain.runtime.sim.fast import fast_available
+
+    if fast and not fast_available()[0]:
+        pytest.skip("the fast path needs numba (the 'fast' extra)")
+    b = Builder("ios18")
+    x = b.input("x", FP16, [1, 4, 1, 8])
+    y = b.mul(x, x, name="y")
+    b.returns(y, b.concat([y, x], axis=1, name="c"))
+    k = SimBackend(fast=fast).compile(b.program(), {}, name="cat")
+    first = (RNG.standard_normal((4, 8)) * 4).astype(np.float16).astype(np.float32)
+    second = (first + 1).astype(np.float16).astype(np.float32)
+    k(first)
+    mine = k.new_surface(k.output_specs[1])
+    k.inputs[0].write(second)
+    k.request(k.inputs[0], outputs=[k.outputs[0], mine]).eval()
+    squared = (second * second).astype(np.float16).astype(np.float32)
+    assert np.array_equal(k.outputs[0].numpy()[0, :, 0], squared)
+    assert np.array_equal(mine.numpy()[0, :4, 0], squared)
+    assert np.array_equal(mine.numpy()[0, 4:, 0], second)
+    kept = (first * first).astype(np.float16).astype(np.float32)  # the default c: as it was
+    assert np.array_equal(k.outputs[1].numpy()[0, :4, 0], kept)
+
+
 def test_a_workspace_without_room_falls_back_to_private_buffers() -> None:
     w = (RNG.standard_normal((16, 16)) / 4).astype(np.float32)
     small = SimBackend()

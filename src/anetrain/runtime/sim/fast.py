@@ -1,9 +1,11 @@
 """Choosing the simulator's execution path, and the fast path's planning helpers.
 
 Two paths give bit-identical results (``tests/test_runtime_sim_fastpath.py`` runs every op and
-the training step through both): the NumPy path, the reference, which rounds each fp16 op output
-in a separate multi-pass NumPy routine (:func:`anetrain.runtime.fp16.round_fp16`), and the fast
-path, numba kernels (:mod:`anetrain.runtime.sim.jit`, the optional ``fast`` extra) that do an
+the training step through both; NaN payloads too, except which NaN an add or mul of two NaNs
+returns, which NumPy's own loops vary by array size: docs/runtime.md): the NumPy path, the
+reference, which rounds each fp16 op output in a separate multi-pass NumPy routine
+(:func:`anetrain.runtime.fp16.round_fp16`), and the fast path, numba kernels
+(:mod:`anetrain.runtime.sim.jit`, the optional ``fast`` extra) that do an
 op's exact arithmetic and its rounding in one pass, and round other ops' outputs in place.
 
 ``SimBackend(fast=None)`` takes the fast path when numba imports, unless the environment

@@ -78,11 +78,20 @@ def build_plan(
         and name not in ctx.prefilled
         and out.flags.c_contiguous
         and names.count(name) == 1
-        for name, out in zip(names, outputs, strict=True)
+        and not _overlaps_another(i, outputs)
+        for i, (name, out) in enumerate(zip(names, outputs, strict=True))
     ]
     lock = workspace.lock if workspace is not None else None
     transient = arena.buffers
     return Plan(inputs, ctx.steps, outputs, weights.total_bytes, owned, fast_ops, transient, lock)
+
+
+def _overlaps_another(i: int, outputs: list[np.ndarray]) -> bool:
+    """Whether output ``i`` shares memory with another output (one computed into its slice of
+    a returned concat): a surface holding either buffer would see the other's writes, and
+    restoring one held surface around a request with other output surfaces would overwrite
+    the other's fresh values, so both are copied out instead."""
+    return any(j != i and np.may_share_memory(outputs[i], o) for j, o in enumerate(outputs))
 
 
 def _alias_concat_inputs(fn: Function, ctx: PlanContext) -> None:

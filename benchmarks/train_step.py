@@ -111,7 +111,7 @@ def blas_kernels() -> str:
         return "NumPy's BLAS is not OpenBLAS"
     arch = libs[0].get("architecture")
     if anetrain.blas.chosen:
-        who = "chosen by anetrain.blas; OPENBLAS_CORETYPE=Haswell runs OpenBLAS's own pick here"
+        who = "chosen by anetrain.blas; ANETRAIN_BLAS_AUTO=0 leaves it to OpenBLAS"
     elif "OPENBLAS_CORETYPE" in os.environ:
         who = "OPENBLAS_CORETYPE from the environment"
     else:

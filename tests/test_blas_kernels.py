@@ -45,6 +45,15 @@ def test_the_users_choice_an_opt_out_or_a_loaded_numpy_win() -> None:
     assert kernels_for(info, {}, numpy_loaded=True) is None  # too late to matter
 
 
+def test_an_empty_coretype_is_no_choice_and_is_replaced() -> None:
+    """OpenBLAS ignores an empty OPENBLAS_CORETYPE (it detects the CPU itself), so an empty
+    value must not stop the choice the way a user's kernel name does."""
+    info = cpuinfo("AuthenticAMD", AVX512)
+    for empty in ("", " "):
+        assert kernels_for(info, {"OPENBLAS_CORETYPE": empty}, numpy_loaded=False) == "SkylakeX"
+    assert kernels_for(cpuinfo("GenuineIntel", AVX512), {"OPENBLAS_CORETYPE": ""}, False) is None
+
+
 def test_only_the_first_processor_block_is_read() -> None:
     info = cpuinfo("AuthenticAMD", "", cpus=1) + "\n\n" + cpuinfo("AuthenticAMD", AVX512, cpus=1)
     assert kernels_for(info, {}, numpy_loaded=False) is None

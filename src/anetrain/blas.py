@@ -2,19 +2,24 @@
 
 The simulator's time is mostly float32 GEMMs in NumPy's bundled OpenBLAS, which picks its
 kernels once, when it is loaded, from the CPU's vendor, family and model. AMD CPUs missing from
-its table fall back to a feature test that stops at AVX2 (the "Haswell" kernels), even when the
-CPU has AVX-512 (the fallback: OpenMathLib/OpenBLAS#3620); the Zen 4 CPUs it does know get the
-AVX-512 "SkylakeX" kernels (OpenMathLib/OpenBLAS#4303). This project's Linux machine, an AMD EPYC
-of family 26 (Zen 5) under NumPy 2.4.6's OpenBLAS 0.3.31, is such a CPU: one-thread
-``[256, 288] x [288, 32000]`` sgemm takes 37 ms with the Haswell kernels and 23-25 ms with the
-SkylakeX ones (measured; see docs/performance.md).
+its table can fall back to the AVX2 "Haswell" kernels even when the CPU has AVX-512 (the
+fallback: OpenMathLib/OpenBLAS#3620; family 26, Zen 5, was missing from the runtime detection
+loop until OpenMathLib/OpenBLAS#6033); the Zen 4 CPUs it does know get the AVX-512 "SkylakeX"
+kernels (OpenMathLib/OpenBLAS#4303). One-thread ``[256, 288] x [288, 32000]`` sgemm takes 37 ms
+with the Haswell kernels and 23-25 ms with the SkylakeX ones on this project's Linux machine, an
+AMD EPYC of family 26 (measured; see docs/performance.md). There NumPy 2.4.6's OpenBLAS 0.3.31
+already picks SkylakeX by itself (measured: ``threadpoolctl`` reports it with
+``ANETRAIN_BLAS_AUTO=0`` and no ``OPENBLAS_CORETYPE``); the Haswell kernels of that machine's
+figures come from its environment's ``OPENBLAS_CORETYPE=Haswell``, which this module leaves as
+it is. The rule matters for OpenBLAS builds that do not know the CPU.
 
 :func:`select_kernels` runs when :mod:`anetrain` is imported: on an AMD CPU reporting the
 AVX-512 subsets the SkylakeX kernels use (F, CD, BW, DQ, VL) it sets ``OPENBLAS_CORETYPE=SkylakeX``,
 which OpenBLAS reads at load time. It does nothing when NumPy is already imported (too late:
-import :mod:`anetrain` first), when ``OPENBLAS_CORETYPE`` is set (the user's choice wins), or
-with ``ANETRAIN_BLAS_AUTO=0``. Child processes (torchrun ranks, workers) inherit the choice, so
-every process of a run computes with the same kernels. Which kernels a process uses changes the
+import :mod:`anetrain` first), when ``OPENBLAS_CORETYPE`` names kernels (the user's choice wins;
+an empty value counts as unset, as OpenBLAS reads it), or with ``ANETRAIN_BLAS_AUTO=0``. Child
+processes (torchrun ranks, workers) inherit the choice, so every process of a run computes with
+the same kernels. Which kernels a process uses changes the
 last bits of GEMM results (as BLAS thread counts do), never the simulator's fp16 semantics.
 
 This module imports nothing outside the standard library: it must run before NumPy.
@@ -79,10 +84,11 @@ def _first_block(lines: Iterable[str]) -> str:
 
 
 def _may_choose(environ: Mapping[str, str], numpy_loaded: bool) -> bool:
-    """Not too late, and neither the user's own choice nor an opt-out is set."""
-    return not (
-        numpy_loaded or "OPENBLAS_CORETYPE" in environ or environ.get("ANETRAIN_BLAS_AUTO") == "0"
-    )
+    """Not too late, and neither the user's own choice nor an opt-out is set. An empty
+    ``OPENBLAS_CORETYPE`` names no kernels (OpenBLAS then detects the CPU as if it were
+    unset; measured with 0.3.31), so it is no choice and is replaced like an unset one."""
+    user = environ.get("OPENBLAS_CORETYPE", "").strip()
+    return not (numpy_loaded or user or environ.get("ANETRAIN_BLAS_AUTO") == "0")
 
 
 def _first_cpu(cpuinfo: str) -> tuple[str, frozenset[str]]:

@@ -28,7 +28,14 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--samples", type=int, default=60)
     ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: as-is)")
     ap.add_argument("--json", action="store_true", help="print one JSON line instead of text")
-    return ap.parse_args()
+    args = ap.parse_args()
+    sizes = {"--depth": args.depth, "--channels": args.channels, "--spatial": args.spatial}
+    for flag, value in {**sizes, "--samples": args.samples}.items():
+        if value < 1:
+            ap.error(f"{flag} must be at least 1, got {value}")
+    if args.threads is not None and args.threads < 1:
+        ap.error(f"--threads must be at least 1, got {args.threads}")
+    return args
 
 
 def build(depth: int, ch: int, sp: int, seed: int = 0) -> tuple[Any, dict, list, Any]:

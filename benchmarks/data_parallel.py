@@ -40,6 +40,9 @@ def _torchrun(nproc: int) -> list[str]:
     return loopback_launcher(nproc)[0]
 
 
+WARMUP_STEPS = 5  # first steps of each run left out of its medians
+
+
 def run_train(args: argparse.Namespace, ranks: int, overlap: bool, out: Path) -> dict[str, float]:
     launcher = _torchrun(ranks) if ranks > 1 else [sys.executable]
     argv = [
@@ -70,7 +73,7 @@ def run_train(args: argparse.Namespace, ranks: int, overlap: bool, out: Path) ->
     if proc.returncode:
         raise SystemExit(proc.stdout[-2000:] + proc.stderr[-2000:])
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    steps = [s for s in steps if s["type"] == "step"][5:]
+    steps = [s for s in steps if s["type"] == "step"][WARMUP_STEPS:]
     summary = json.loads((out / "summary.json").read_text())
     return {
         "ms": statistics.median(s["ms"] for s in steps),
@@ -110,10 +113,18 @@ def main() -> None:
     if args.bare_allreduce:
         bare_allreduce(args.bare_allreduce, 30)
         return
+    if args.steps <= WARMUP_STEPS or args.rounds < 1:
+        p.error(f"--steps must exceed the {WARMUP_STEPS} warm-up steps, --rounds be at least 1")
+    if args.windows < 2 or args.windows % 2:
+        p.error(f"--windows must be even and at least 2 (split over 2 ranks), got {args.windows}")
 
+    from anetrain.errors import AnetrainError
     from anetrain.model.config import load_config
 
-    n_params = load_config(args.model).n_params
+    try:
+        n_params = load_config(args.model).n_params
+    except AnetrainError as err:
+        p.error(str(err))
     variants = {"1 process": (1, False), "2 ranks": (2, False), "2 ranks, overlap": (2, True)}
     results: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
     with tempfile.TemporaryDirectory() as tmp:

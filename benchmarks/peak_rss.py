@@ -20,6 +20,7 @@ from pathlib import Path
 
 from anetrain.data.corpus import builtin_dataset
 from anetrain.data.tokens import TokenFile
+from anetrain.errors import AnetrainError
 from anetrain.model.config import preset
 from anetrain.train.loop import TrainConfig, Trainer
 
@@ -34,9 +35,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1, help="optimizer steps (2+: steady state)")
     ap.add_argument("--target-gb", type=float, default=2.0)
     args = ap.parse_args()
-    if args.steps < 1:
-        ap.error("--steps must be at least 1")
-    model = preset(args.model)
+    if args.steps < 1 or args.target_gb <= 0:
+        ap.error("--steps must be at least 1 and --target-gb above 0")
+    try:
+        model = preset(args.model)
+    except AnetrainError as err:
+        ap.error(str(err))
     data = TokenFile(builtin_dataset(), vocab_size=model.vocab_size)
     cfg = TrainConfig(steps=args.steps, accum=1, eval_every=10**9, ckpt_every=10**9)
     with tempfile.TemporaryDirectory() as tmp:

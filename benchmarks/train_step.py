@@ -138,6 +138,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.rounds < 1 or args.steps < 1:
         ap.error("--rounds and --steps must be at least 1")
+    if args.ane_extras and args.pipeline != "static":
+        ap.error("--ane-extras needs --pipeline static")
     try:
         cfg = load_config(args.model)
     except AnetrainError as err:

@@ -12,7 +12,6 @@ own loops pick differently by array size (see ``fastpath_fuzz``).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -22,22 +21,19 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fastpath_fuzz
-from anetrain import runtime
 from anetrain.mil import FP16, FP32, Builder, DType, Function, Var
 from anetrain.model.config import ModelConfig
 from anetrain.model.params import init_params
 from anetrain.runtime.errors import UnsupportedOpError, WeightsError
 from anetrain.runtime.sim import SimBackend
 from anetrain.runtime.sim import fast as fastpath
-from anetrain.runtime.sim.buffers import Workspace
 from anetrain.runtime.sim.ops import PLANNERS
-from anetrain.runtime.sim.plan import build_plan
-from anetrain.runtime.sim.weights import WeightResolver
 from anetrain.runtime.surface import ValueSurface
 from anetrain.runtime.testing import Weights
 from anetrain.train.optim import AdamW
 from anetrain.train.pipeline import DynamicPipeline, used_token_ids
 from anetrain.train.static import StaticPipeline
+from fastpath_fuzz import run_plan
 from mil_strategies import BuiltProgram, float_arrays, programs
 from test_train_pipeline import CFG  # the small GQA model the pipeline tests train
 
@@ -48,10 +44,6 @@ needs_numba = pytest.mark.skipif(
     not HAVE_NUMBA, reason="the fast path needs numba (the 'fast' extra)"
 )
 
-# the mask honoured, so scaled_dot_product_attention runs its mask path too
-CHIP = dataclasses.replace(
-    runtime.get_chip("m4"), multi_input_allowed=True, sdpa_ignores_mask=False
-)
 RNG = np.random.default_rng(17)
 # fp16 edge values: subnormals, the smallest normal, the largest finite, ties, inf, NaN, -0
 EDGES16 = np.array(
@@ -75,57 +67,9 @@ def values(shape: tuple[int, ...], dtype: DType) -> np.ndarray:
     return x
 
 
-def run_plan(
-    fn: Function,
-    weights: dict,
-    inputs: list[np.ndarray],
-    *,
-    fast: bool,
-    ftz: bool,
-    reuse: bool = True,
-    garbage: bool = False,
-) -> list[np.ndarray]:
-    """Two evals of the function's plan on ``inputs``; the second eval's outputs. ``garbage``:
-    the plan's transient buffers lie in a shared workspace, and between the evals every one
-    (``Plan.transient``: inputs, intermediate values, scratch; what other kernels of the
-    backend overwrite, or what is given back) is filled with NaN bit patterns."""
-    resolver = WeightResolver(weights, CHIP)
-    workspace = Workspace() if garbage else None  # the transient buffers in a shared block
-    plan = build_plan(
-        fn,
-        CHIP,
-        resolver,
-        flush_subnormals=ftz,
-        fast=fast,
-        reuse_buffers=reuse,
-        workspace=workspace,
-    )
-    with np.errstate(all="ignore"):
-        for n in range(2):
-            if garbage and n:
-                for buf in plan.transient:
-                    buf.reshape(-1).view(np.uint8)[...] = 0xFF
-            for buf, x in zip(plan.inputs, inputs, strict=True):  # as a kernel copies them in
-                buf[...] = x
-            for step in plan.steps:
-                step()
-    return [np.array(o, copy=True) for o in plan.outputs]
-
-
 def assert_same_bits(a: list[np.ndarray], b: list[np.ndarray]) -> None:
-    assert len(a) == len(b)
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        assert x.shape == y.shape and x.dtype == y.dtype, i
-        if x.dtype == object:  # string constants
-            assert x.tolist() == y.tolist(), i
-            continue
-        xb, yb = x.reshape(-1).view(np.uint8), y.reshape(-1).view(np.uint8)
-        if not np.array_equal(xb, yb):
-            bad = np.flatnonzero((xb != yb).reshape(x.size, -1).any(axis=1))
-            raise AssertionError(
-                f"output {i}: {bad.size} elements differ, first at {bad[0]}: "
-                f"numpy {x.reshape(-1)[bad[0]]!r} vs fast {y.reshape(-1)[bad[0]]!r}"
-            )
+    diff = fastpath_fuzz.differences(a, b)
+    assert diff is None, diff
 
 
 def both_paths(fn: Function, weights: dict, inputs: list[np.ndarray]) -> None:
@@ -133,12 +77,12 @@ def both_paths(fn: Function, weights: dict, inputs: list[np.ndarray]) -> None:
     does garbage in the transient buffers between evals (they may be given back)."""
     paths = (False, True) if HAVE_NUMBA else (False,)
     for ftz in (False, True):
-        ref = run_plan(fn, weights, inputs, fast=False, ftz=ftz, reuse=False)
-        assert_same_bits(ref, run_plan(fn, weights, inputs, fast=False, ftz=ftz))
+        ref = run_plan(fn, inputs, weights, fast=False, ftz=ftz, reuse=False)
+        assert_same_bits(ref, run_plan(fn, inputs, weights, fast=False, ftz=ftz))
         if HAVE_NUMBA:
-            assert_same_bits(ref, run_plan(fn, weights, inputs, fast=True, ftz=ftz))
+            assert_same_bits(ref, run_plan(fn, inputs, weights, fast=True, ftz=ftz))
         for fast in paths:
-            got = run_plan(fn, weights, inputs, fast=fast, ftz=ftz, garbage=True)
+            got = run_plan(fn, inputs, weights, fast=fast, ftz=ftz, garbage=True)
             assert_same_bits(ref, got)
 
 
@@ -287,15 +231,15 @@ def test_random_programs_are_bit_identical(data: st.DataObject) -> None:
         for v in fn.inputs
     ]
     try:
-        ref = run_plan(fn, {}, inputs, fast=False, ftz=False, reuse=False)
+        ref = run_plan(fn, inputs, {}, fast=False, ftz=False, reuse=False)
     except (UnsupportedOpError, WeightsError, KeyError):
         assume(False)  # e.g. a BLOBFILE weight with no file: nothing to compare
         return
-    assert_same_bits(ref, run_plan(fn, {}, inputs, fast=False, ftz=False))
-    assert_same_bits(ref, run_plan(fn, {}, inputs, fast=False, ftz=False, garbage=True))
+    assert_same_bits(ref, run_plan(fn, inputs, {}, fast=False, ftz=False))
+    assert_same_bits(ref, run_plan(fn, inputs, {}, fast=False, ftz=False, garbage=True))
     if HAVE_NUMBA:
-        assert_same_bits(ref, run_plan(fn, {}, inputs, fast=True, ftz=False))
-        assert_same_bits(ref, run_plan(fn, {}, inputs, fast=True, ftz=False, garbage=True))
+        assert_same_bits(ref, run_plan(fn, inputs, {}, fast=True, ftz=False))
+        assert_same_bits(ref, run_plan(fn, inputs, {}, fast=True, ftz=False, garbage=True))
 
 
 @needs_numba

@@ -322,3 +322,13 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 141
     assert err == b""
+
+
+def test_a_bad_simulator_path_variable_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ANETRAIN_SIM_FAST", "maybe")
+    assert main(expand("TRAIN --steps 1", files)) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert err.count("\n") == 1 and "ANETRAIN_SIM_FAST='maybe' is not a choice" in err, err

@@ -48,13 +48,17 @@ def fast_available() -> tuple[bool, str]:
 
 def resolve_fast(fast: bool | None) -> bool:
     """The path a backend takes for ``fast`` (None: the environment variable, else numba's
-    presence); raises :class:`BackendUnavailable` when the fast path is required but missing."""
+    presence); raises :class:`BackendUnavailable` when the fast path is required but missing
+    or the variable holds something else."""
     if fast is None:
         env = os.environ.get(ENV_VAR, "").strip().lower()
         if env in _OFF:
             return False
         if env and env not in _ON:
-            raise ValueError(f"{ENV_VAR}={env!r}: use 1 (fast path required) or 0 (NumPy path)")
+            raise BackendUnavailable(
+                f"environment variable {ENV_VAR}={env!r} is not a choice: set it to 1 (fast "
+                "path required), 0 (NumPy path), or unset it (fast path when numba imports)"
+            )
         if not env:
             return fast_available()[0]
         fast = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,15 @@ def test_peak_on_sim_writes_json_and_plot(
     assert doc["anetrain"]["times"] == "modeled" and doc["anetrain"]["backend"] == "sim"
     assert doc["summary"]["peak_tflops"] == max(r["tflops"] for r in rows)
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_json_records_the_command_line_as_typed(tmp_path: Path) -> None:
+    # it once carried the parser's own bookkeeping: "anetrain bench peak --argv ['bench', ...]"
+    path = tmp_path / "with space" / "p.json"
+    argv = ["bench", "peak", "--model-only", "--chip", "m1", "--json", str(path)]
+    assert main(argv) == 0
+    command = _load(path)["anetrain"]["command"]
+    assert shlex.split(command) == ["anetrain", *argv]
 
 
 def test_sram_fine_and_coarse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

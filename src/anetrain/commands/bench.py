@@ -11,6 +11,7 @@ See docs/bench.md for the tables, the JSON schema and what "modeled" means.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -135,7 +136,10 @@ def _emit(line: str) -> None:
 
 
 def _command(args: argparse.Namespace) -> str:
-    """The command line that produced a result, rebuilt from the parsed options."""
+    """The command line that produced a result: as typed when ``anetrain`` parsed it, else
+    rebuilt from the parsed options."""
+    if getattr(args, "argv", None) is not None:
+        return shlex.join(["anetrain", *args.argv])
     parts = ["anetrain", "bench", args.bench_command]
     for key, value in sorted(vars(args).items()):
         if key in ("handler", "command", "bench_command") or value in (None, False):

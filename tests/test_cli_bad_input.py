@@ -332,3 +332,23 @@ def test_a_bad_simulator_path_variable_is_one_line(
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error" not in err, err
     assert err.count("\n") == 1 and "ANETRAIN_SIM_FAST='maybe' is not a choice" in err, err
+
+
+def test_data_too_short_to_validate_stops_before_the_first_step(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Validation runs at the last step, so a split without one window is refused up front
+    (it once trained every step first), and the fix it names is one the CLI has."""
+    (tmp_path / "m.toml").write_text(TOML)  # seq_len 32: a window is 33 tokens
+    data = tmp_path / "short.bin"
+    ids = np.arange(600, dtype="<u2") % 500 + 2  # no BOS: val is the last 5 %, 30 tokens
+    data.write_bytes(ids.tobytes())
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(tmp_path / "m.toml"), "--data", str(data), "--steps", "2"]
+    argv += ["--accum", "1", "--sample-tokens", "0", "--no-progress", "--out", str(out)]
+    assert main(argv) == 1
+    assert capsys.readouterr().err == (
+        f"anetrain: error: {data} [val]: has 30 tokens but a window needs seq_len + 1 = 33; use "
+        "a bigger token file, or a model with a shorter seq_len (--config FILE.toml)\n"
+    )
+    assert not (out / "metrics.jsonl").exists()

@@ -109,12 +109,18 @@ class TokenFile:
         """A seeded random-window sampler over one split."""
         return WindowSampler(self.split(split), seq_len, seed, where=f"{self.path} [{split}]")
 
+    def require_windows(self, seq_len: int, splits: tuple[Split, ...] = ("train", "val")) -> None:
+        """Raise :class:`DataError` unless each split holds a window of ``seq_len + 1`` tokens,
+        so a run too short for its data fails before its first step, not at its first eval."""
+        for split in splits:
+            _require_tokens(self.split(split), seq_len, f"{self.path} [{split}]")
+
     def sequential_windows(
         self, split: Split = "val", seq_len: int = DEFAULT_SEQ_LEN, max_windows: int | None = None
     ) -> Iterator[Window]:
         """Non-overlapping windows from the start of a split, for a reproducible eval loss."""
+        self.require_windows(seq_len, (split,))
         data = self.split(split)
-        _require_tokens(data, seq_len, f"{self.path} [{split}]")
         n = (len(data) - 1) // seq_len
         if max_windows is not None:
             n = min(n, max_windows)
@@ -318,7 +324,7 @@ def _require_tokens(tokens: np.ndarray, seq_len: int, where: str) -> None:
     if len(tokens) < seq_len + 1:
         raise DataError(
             f"{where}: has {len(tokens)} tokens but a window needs seq_len + 1 = {seq_len + 1}; "
-            "use a bigger token file, a shorter --seq, or a smaller validation fraction"
+            "use a bigger token file, or a model with a shorter seq_len (--config FILE.toml)"
         )
 
 

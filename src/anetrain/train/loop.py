@@ -170,8 +170,7 @@ class Trainer:
     ) -> None:
         """``trainable``: what to optimize (default: every weight of a scratch-initialised
         model; :class:`~anetrain.train.trainable.LoraTrainable` for LoRA on a frozen base)."""
-        if model.seq_len + 1 > len(data.train):
-            raise TrainError(f"training data has fewer than seq_len+1={model.seq_len + 1} tokens")
+        data.require_windows(model.seq_len)  # both splits: validation runs at the last step
         self.model = model
         self.data = data
         self.cfg = train

@@ -166,6 +166,12 @@ def test_ctrl_c_then_cli_resume_of_a_lora_run(base, tmp_path: Path, capsys) -> N
     assert proc.returncode == 0 and "Interrupted at step" in output, output
     stopped = json.loads((out / "summary.json").read_text())["steps"]
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    # ... but --data, as every argument, is given again: without it the line names the base
+    # (it once began "None:") and says so
+    one_line_error(capsys, f"{folder.resolve()}: this model reads tokens of", "train", "--out",
+                   out, "--resume", "--steps", stopped + 2, *TRAIN)  # fmt: skip
+    one_line_error(capsys, "resume with the --data the run started with", "train", "--out", out,
+                   "--resume", "--steps", stopped + 2, *TRAIN)  # fmt: skip
     # --resume needs no --init: the base comes from the checkpoint's record
     code, text, err = run(capsys, "train", "--out", out, "--resume", "--steps", stopped + 2,
                           "--data", data, "--sample-tokens", "0", *TRAIN)  # fmt: skip

@@ -259,10 +259,15 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     if args.data is None:
         own = init.tokenizer if init is not None else None
         if own not in (None, "builtin"):  # e.g. a Hugging Face folder's tokenizer.json
+            fix = (
+                "resume with the --data the run started with"
+                if args.resume
+                else f"prepare data with `anetrain data prepare TEXT --tokenizer {own} --out "
+                "t.bin` and pass --data t.bin"
+            )
             raise TrainError(
-                f"{args.init}: this model reads tokens of {own}, but the built-in corpus is in "
-                f"anetrain's built-in tokenizer's ids; prepare data with `anetrain data prepare "
-                f"TEXT --tokenizer {own} --out t.bin` and pass --data t.bin"
+                f"{init.path}: this model reads tokens of {own}, but the built-in corpus is in "
+                f"anetrain's built-in tokenizer's ids; {fix}"
             )
         data_path = builtin_dataset()
         tokenizer_spec = args.tokenizer or "builtin"

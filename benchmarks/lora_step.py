@@ -81,7 +81,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=0, help="cut the depth (0: the preset's)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per mode")
     ap.add_argument("--dropout", type=float, default=0.0, help="also time LoRA with dropout P")
-    ap.add_argument("--child", choices=["full", "lora", "dropout"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child",
+        choices=["full", "lora", "dropout"],
+        help="time one mode in this process and print its JSON (the parent runs one per mode)",
+    )
     args = ap.parse_args()
     if not 0.0 <= args.dropout < 1.0:  # also refuses nan
         ap.error(f"--dropout {args.dropout}: must be a probability in [0, 1)")

@@ -48,7 +48,11 @@ def available_bytes() -> int | None:
 
 
 def training_bytes(
-    model: ModelConfig, lora_params: int | None = None, dropout_mask_bytes: int = 0
+    model: ModelConfig,
+    lora_params: int | None = None,
+    dropout_mask_bytes: int = 0,
+    *,
+    full_vocab: bool = False,
 ) -> int:
     """Training state: weights, gradients and both Adam moments in fp32 (one flat buffer
     each), the checkpoint being serialised (weights and moments, plus its bytes), the fp16
@@ -56,7 +60,11 @@ def training_bytes(
 
     With ``lora_params`` adapters: the base in fp16 plus one fp32 model (the load, and the
     merged model validation and samples read) instead, and the state is the adapters'; with
-    LoRA dropout, one window's masks (``LoraDropout.mask_bytes``)."""
+    LoRA dropout, one window's masks (``LoraDropout.mask_bytes``). With ``full_vocab`` (the
+    softmax over every id, ``--vocab full``) the classifier's fp32 ``[V, D]`` temporary of each
+    window too: its weight gradient before it is added in, or a frozen fp16 base's classifier
+    as fp32 (over the data's ids only, it is that many rows, unknown before the data loads).
+    Logits and their gradient are counted over the whole vocabulary either way."""
     p = model.n_params
     t = p if lora_params is None else lora_params
     state = 4 * t * FP32 if lora_params is None else 4 * t * FP32 + p * (FP16 + FP32)
@@ -65,7 +73,8 @@ def training_bytes(
     s = model.seq_len
     activations = model.n_layers * s * (8 * model.dim + 3 * model.hidden_dim) * FP32
     logits = 3 * s * model.vocab_size * FP32
-    return state + checkpoint + staged + activations + logits + dropout_mask_bytes
+    classifier = model.vocab_size * model.dim * FP32 if full_vocab else 0
+    return state + checkpoint + staged + activations + logits + classifier + dropout_mask_bytes
 
 
 def inference_bytes(model: ModelConfig) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -98,6 +99,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="sim only: compiles per process before the run checkpoints and re-executes "
         "itself with --resume (default: the chip's, about 119)",
+    )
+    p.add_argument(
+        "--vocab",
+        choices=["auto", "data", "full"],
+        default="auto",
+        help="the softmax the loss is over. data: only the token ids the data uses (cheap for "
+        "a large vocabulary; as maderix/ANE trains from scratch); full: every id, the objective "
+        "peft, mlx_lm.lora and transformers optimize; auto (default): full with --init, data "
+        "from scratch. A resume keeps the run's own",
     )
     p.add_argument("--warmup", type=count(0), default=20, help="warmup steps (default 20)")
     p.add_argument(
@@ -244,6 +254,7 @@ def _train(args: argparse.Namespace, world: Any) -> int:
             model,
             None if trainable is None else trainable.values.flat.size,
             0 if dropout is None else dropout.mask_bytes(model.seq_len),
+            full_vocab=_expected_vocab(args, init is not None) == "full",
         ),
         args.max_memory,
         hint="use a smaller --model/--config",
@@ -297,6 +308,7 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         pipeline=args.pipeline,
         ane_extras=args.ane_extras,
         compile_budget=args.compile_budget,
+        vocab=args.vocab,
     )
     ranks = (
         f" x {world.size} ranks ({cfg.accum * world.size} windows per step)"
@@ -320,7 +332,9 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         on_step=progress.update,
         world=world,
         trainable=trainable,
+        pretrained=init is not None,
     )
+    console.print(f"Loss over the {trainer.vocab_note()} (--vocab {trainer.cfg.vocab})")
     for note in trainer.notes:
         console.print(f"[yellow]warning:[/] {note}")
     if trainer.resumed_world_size not in (None, world.size):
@@ -346,7 +360,7 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         trainer.pipeline.stage_weights(trainer.params)
     run_config = {
         "model": model.to_dict(),
-        "train": cfg.__dict__,
+        "train": trainer.cfg.__dict__,
         "world_size": world.size,
         "data": str(data_path),
         "tokenizer": tokenizer_spec,
@@ -411,6 +425,22 @@ def _lora_trainable(args: argparse.Namespace, init: Any, resumed: Any) -> Any:
 
 
 _LORA_SETTINGS = ("--lora-alpha", "--lora-dropout", "--lora-targets")
+
+
+def _expected_vocab(args: argparse.Namespace, pretrained: bool) -> str:
+    """The vocabulary the Trainer will train over (it decides; this foresees it for the memory
+    estimate): a resume's is its checkpoint's."""
+    from anetrain import runfolder
+    from anetrain.errors import AnetrainError
+    from anetrain.model.checkpoint import read_metadata
+    from anetrain.train.loop import run_vocab
+
+    path = None if args.out is None else args.out / runfolder.CKPT_LAST
+    if args.resume and path is not None and path.is_file() and args.vocab == "auto":
+        with contextlib.suppress(AnetrainError, OSError, ValueError, AttributeError):
+            # a bad checkpoint: the Trainer reports it
+            return str(read_metadata(path)["extra"].get("train", {}).get("vocab", "data"))
+    return run_vocab(args.vocab, pretrained=pretrained)
 
 
 def _dropout_note(p: float) -> str:
@@ -590,11 +620,11 @@ def _report(console: Any, s: dict[str, Any], trainer: Any) -> None:
         f"{util:.3f}%{host}" if not math.isnan(util) else "n/a",
     )
     t.add_row(
-        "Loss (compacted vocab)",
+        f"Loss ({trainer.vocab_note()})",
         f"{s['first_loss']:.4f} -> {s['final_loss']:.4f}"
         + (f" (best val {s['best_val_loss']:.4f})" if s["best_val_loss"] else ""),
     )
-    if s.get("val_loss_full") is not None:
+    if s.get("val_loss_full") is not None and s["vocab"] != "full":
         t.add_row(
             "Val loss, full vocab", f"{s['val_loss_full']:.4f} (compares with other trainers)"
         )

@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,12 @@ from anetrain.train.scaler import LossScaler
 from anetrain.train.schedule import CosineSchedule
 from anetrain.train.trainable import FullTrainable, LoraTrainable
 
+# The softmax a run's loss is over (``--vocab``): ``data`` the token ids its data uses (as
+# maderix/ANE trains from scratch: a 32K or 152K classifier costs only the ids in use), ``full``
+# every id (what peft, mlx_lm.lora and transformers' Trainer optimize when fine-tuning: ids the
+# data never shows are pushed down too), ``auto`` full from pretrained weights, data otherwise.
+VOCABS = ("auto", "data", "full")
+
 # Consecutive steps with non-finite gradients or loss after which the run stops: the dynamic
 # scaler has backed off to its floor long before, so the model itself has diverged.
 MAX_BAD_STEPS = 25
@@ -72,6 +78,13 @@ MAX_BAD_STEPS = 25
 
 class TrainError(AnetrainError):
     """The run cannot start or continue (bad arguments, data or checkpoint)."""
+
+
+def run_vocab(choice: str, *, pretrained: bool) -> str:
+    """The vocabulary (``data`` or ``full``) a new run with ``--vocab choice`` trains over."""
+    if choice == "auto":
+        return "full" if pretrained else "data"
+    return choice
 
 
 @dataclass
@@ -96,6 +109,7 @@ class TrainConfig:
     pipeline: str = "dynamic"  # or "static" (see anetrain.train.factory)
     ane_extras: bool = False
     compile_budget: int | None = None  # sim only: replaces the chip's per-process budget
+    vocab: str = "auto"  # see VOCABS; the Trainer resolves auto (its cfg holds data or full)
 
     def __post_init__(self) -> None:
         """Refuse values that would train silently wrong (NaN lr, zero intervals, ...)."""
@@ -114,6 +128,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise TrainError(f"{name} must be a finite number >= 0, got {value}")
+        if self.vocab not in VOCABS:
+            raise TrainError(f"vocab must be one of {', '.join(VOCABS)}, got {self.vocab!r}")
 
 
 @dataclass
@@ -167,9 +183,12 @@ class Trainer:
         on_step: Callable[[StepRecord], None] | None = None,
         world: SingleProcess | None = None,
         trainable: FullTrainable | LoraTrainable | None = None,
+        pretrained: bool = False,
     ) -> None:
         """``trainable``: what to optimize (default: every weight of a scratch-initialised
-        model; :class:`~anetrain.train.trainable.LoraTrainable` for LoRA on a frozen base)."""
+        model; :class:`~anetrain.train.trainable.LoraTrainable` for LoRA on a frozen base).
+        ``pretrained``: the weights will come from a trained model (``--init``; a LoRA base
+        always is), which makes ``vocab="auto"`` the full vocabulary."""
         data.require_windows(model.seq_len)  # both splits: validation runs at the last step
         self.model = model
         self.data = data
@@ -190,6 +209,9 @@ class Trainer:
                 "weight into its kernels and has no LoRA gradient path"
             )
         self.trainable = trainable
+        self.chosen_vocab = train.vocab  # as asked: a resume resolves auto to the run's own
+        pretrained = pretrained or trainable.lora is not None
+        self.cfg = train = replace(train, vocab=run_vocab(train.vocab, pretrained=pretrained))
         self.params = trainable.params  # what the pipeline reads (a LoRA base is frozen fp16)
         self.grads = trainable.grads
         self.adam = AdamW(
@@ -214,7 +236,8 @@ class Trainer:
         self.prior = RunTotals()  # what earlier processes of this run did
         if resume:
             self._resume()
-        used = used_token_ids(np.asarray(data.tokens), model.vocab_size)
+        full = self.cfg.vocab == "full"
+        used = None if full else used_token_ids(np.asarray(data.tokens), model.vocab_size)
         chip = get_chip(train.chip, train.macos) if train.macos else train.chip
         backend = make_backend(train.backend, chip, train.compile_budget)
         dtype = FP16 if train.fp16 else FP32
@@ -266,6 +289,7 @@ class Trainer:
         self.step = state["step"]
         self.best_loss = state["best_loss"]
         self.prior = RunTotals(**state["run"])
+        self.cfg = replace(self.cfg, vocab=state["vocab"])
         if self.trainable.dropout is not None:  # the LoRA dropout masks' seed
             self.trainable.dropout.load_state_dict(state["lora_dropout"])
 
@@ -288,6 +312,16 @@ class Trainer:
             notes.append(
                 f"--steps {self.cfg.steps} differs from the {before} this run started with: the "
                 "learning-rate schedule is laid out over the new total from here on"
+            )
+        asked = self.chosen_vocab
+        # a checkpoint from before --vocab existed trained over its data's ids
+        vocab = ckpt.extra.get("train", {}).get("vocab", "data")
+        if vocab not in VOCABS[1:]:
+            raise CheckpointError(f"{path}: unknown vocabulary {vocab!r} in its run state")
+        if asked not in ("auto", vocab):
+            raise TrainError(
+                f"{path}: this run's loss is over the {vocab} vocabulary (--vocab {vocab}); a "
+                f"resume keeps it: drop --vocab {asked} or start a new run"
             )
         lora = self.trainable.lora
         lora_ckpt = ckpt.extra.get("lora")
@@ -322,7 +356,7 @@ class Trainer:
         run = ckpt.extra.get("run", {})
         dropout = (lora_ckpt or {}).get("dropout")
         out = {"notes": notes, "run": run, **{k: getattr(ckpt, k) for k in keys}}
-        return out | {"lora_dropout": dropout}
+        return out | {"lora_dropout": dropout, "vocab": vocab}
 
     def checkpoint(self) -> Checkpoint:
         values = self.trainable.values
@@ -519,18 +553,20 @@ class Trainer:
         )  # fmt: skip
 
     def validate(self) -> float:
-        """Mean loss over the first ``eval_windows`` validation windows, over the compacted
-        vocabulary the training loss uses (see :meth:`val_losses`)."""
+        """Mean loss over the first ``eval_windows`` validation windows, over the vocabulary
+        the training loss uses (see :meth:`val_losses`)."""
         return self.val_losses()[0]
 
     def val_losses(self) -> tuple[float, float]:
-        """(compacted, full-vocabulary) mean validation loss, by the NumPy reference.
+        """(training's vocabulary, full-vocabulary) mean validation loss, by the NumPy
+        reference.
 
-        Training's softmax runs over the token ids the data uses (the compacted vocabulary),
-        so its loss is lower than a trainer's over the whole vocabulary would be; the second
-        number is over all ``vocab_size`` logits and compares with other trainers.
+        With ``vocab="data"`` training's softmax runs over the token ids the data uses (the
+        compacted vocabulary), so its loss is lower than a trainer's over the whole vocabulary
+        would be; the second number is over all ``vocab_size`` logits and compares with other
+        trainers (with ``vocab="full"`` the two are the same).
         """
-        vocab = self.pipeline.vocab  # the same compacted softmax as training
+        vocab = self.pipeline.vocab  # the same softmax as training
         compact, full = [], []
         params = self.trainable.model_params()
         for w in self.data.sequential_windows(
@@ -660,7 +696,16 @@ class Trainer:
             "compiles_per_batch": self.pipeline.compiles_per_stage,
             "trainable_params": int(self.trainable.values.flat.size),
             "lora": None if self.trainable.lora is None else self.trainable.lora.to_dict(),
+            "vocab": self.cfg.vocab,
+            "vocab_ids_trained": int(self.pipeline.vocab.ids.size),
         }
+
+    def vocab_note(self) -> str:
+        """Which vocabulary the loss is over, for the startup line and the report."""
+        n, total = self.pipeline.vocab.ids.size, self.model.vocab_size
+        if self.cfg.vocab == "full":
+            return f"full vocab, {total:,} ids"
+        return f"data's vocab, {n:,} of {total:,} ids"
 
     @contextlib.contextmanager
     def _stopping_cleanly(self) -> Iterator[None]:

@@ -367,3 +367,40 @@ def test_a_lora_run_samples_over_its_base_classifier_ids(tmp_path: Path, capsys)
                        "--lora-rank", "2", "--out", tmp_path / "lora", *common)  # fmt: skip
     assert code == 0, err
     assert load_model(tmp_path / "lora").vocab_ids == base_ids
+
+
+def test_fine_tuning_trains_over_the_full_vocabulary_and_a_resume_keeps_it(
+    base, tmp_path: Path, capsys
+) -> None:
+    """--init makes --vocab auto the full vocabulary (LoRA and full fine-tuning alike): the
+    startup line, the report and the checkpoint say so, nothing restricts the samples, and a
+    resume naming another vocabulary is one line; --vocab data keeps the data's ids."""
+    folder, data = base
+    common = ("--steps", "2", "--sample-tokens", "0", *TRAIN)
+    runs = tmp_path / "lora"
+    code, out, err = run(capsys, "train", "--init", folder, "--data", data, "--lora-rank", "2",
+                         "--out", runs, *common)  # fmt: skip
+    assert code == 0, err
+    assert "Loss over the full vocab, 320 ids (--vocab full)" in out
+    report = out[out.index("Efficiency Report") :]
+    assert "Loss (full vocab, 320 ids)" in report and "Val loss, full vocab" not in report
+    extra = read_metadata(runs / "ckpt_last.safetensors")["extra"]
+    assert extra["train"]["vocab"] == "full" and extra["vocab_ids"] is None
+    summary = json.loads((runs / "summary.json").read_text())
+    assert summary["vocab"] == "full" and summary["vocab_ids_trained"] == 320
+    resume = ("train", "--out", runs, "--resume", "--data", data, *common[2:], "--steps", "3")
+    one_line_error(capsys, "a resume keeps it: drop --vocab data", *resume, "--vocab", "data")
+    code, out, err = run(capsys, *resume)
+    assert code == 0 and "(--vocab full)" in out, err
+    # full fine-tuning from the same folder, the data's ids asked for
+    code, out, err = run(capsys, "train", "--init", folder, "--data", data, "--vocab", "data",
+                         "--out", tmp_path / "full", *common)  # fmt: skip
+    assert code == 0, err
+    ids = read_metadata(tmp_path / "full" / "ckpt_last.safetensors")["extra"]["vocab_ids"]
+    from anetrain.data.tokens import TokenFile
+
+    assert ids == np.unique(np.asarray(TokenFile(data, vocab_size=320).tokens)).tolist()
+    assert len(ids) < 320
+    assert f"Loss over the data's vocab, {len(ids)} of 320 ids (--vocab data)" in out
+    report = out[out.index("Efficiency Report") :]
+    assert f"Loss (data's vocab, {len(ids)} of 320 ids)" in report and "Val loss, full" in report

@@ -1,16 +1,18 @@
 """LoRA vs full fine-tuning of the same shape on the simulated ANE pipeline: step time, peak RSS.
 
     flock /tmp/bigmem.lock python benchmarks/lora_step.py [--model qwen3-0.6b] [--rank 16]
-        [--layers N] [--steps 3] [--dropout P]
+        [--layers N] [--steps 3] [--dropout P] [--vocab data|full]
 
 Each mode runs in its own fresh process, one after the other (so each peak RSS is its own):
 ``full`` trains every weight (fp32 weights, gradients and two AdamW moments); ``lora`` holds the
 base once in fp16, trains rank-R adapters on all seven projections (AdamW over the adapters
 only) and stages ``W + (alpha/r) B A`` into the kernels' weight regions each step. Both run
-``Trainer.train_step`` (one window of ``seq_len`` tokens of the built-in corpus, the classifier
-over the ids it uses) after one untimed warm-up step. ``--layers`` keeps every width and cuts the
-depth (label your figures so). Prints per-mode median step time, peak RSS (VmHWM) and the RSS
-after the steps (VmRSS), then the LoRA/full ratios. ``--dropout P`` adds a third mode, LoRA with
+``Trainer.train_step`` (one window of ``seq_len`` tokens of the built-in corpus) after one
+untimed warm-up step, with the softmax over the same vocabulary in every mode: ``--vocab data``
+(the default, the figures in docs/performance.md) the 231 ids the corpus uses, ``--vocab full``
+every id, as ``anetrain train --init`` fine-tunes by default. ``--layers`` keeps every width and
+cuts the depth (label your figures so). Prints per-mode median step time, peak RSS (VmHWM) and the
+RSS after the steps (VmRSS), then the LoRA/full ratios. ``--dropout P`` adds a third mode, LoRA with
 peft's dropout P (the kernels keep the base weights; the adapter terms run beside them with a
 fresh mask per projection and window), and its ratios to LoRA without dropout.
 """
@@ -47,7 +49,7 @@ def child(args: argparse.Namespace) -> dict[str, object]:
     if args.layers:
         model = model.replace(n_layers=args.layers)
     data = TokenFile(builtin_dataset(), vocab_size=model.vocab_size)
-    cfg = TrainConfig(steps=10**6, accum=1, eval_every=10**6, ckpt_every=10**6)
+    cfg = TrainConfig(steps=10**6, accum=1, eval_every=10**6, ckpt_every=10**6, vocab=args.vocab)
     start = time.perf_counter()
     trainable = None
     if args.child in ("lora", "dropout"):
@@ -82,6 +84,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per mode")
     ap.add_argument("--dropout", type=float, default=0.0, help="also time LoRA with dropout P")
     ap.add_argument(
+        "--vocab",
+        choices=["data", "full"],
+        default="data",
+        help="the softmax over the corpus's ids (default) or every id, in every mode",
+    )
+    ap.add_argument(
         "--child",
         choices=["full", "lora", "dropout"],
         help="time one mode in this process and print its JSON (the parent runs one per mode)",
@@ -99,13 +107,18 @@ def main() -> None:
         argv = [sys.executable, __file__, "--child", mode, "--model", args.model]
         argv += ["--rank", str(args.rank), "--layers", str(args.layers)]
         argv += ["--dropout", str(args.dropout), "--steps", str(args.steps)]
+        argv += ["--vocab", args.vocab]
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:  # the child's own last line says what went wrong
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
             sys.exit(f"lora_step.py: the {mode} run failed: {last}")
         results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     depth = f", {args.layers} layers (widths of the preset)" if args.layers else ""
-    print(f"{args.model}{depth}, sim backend, LoRA rank {args.rank} on q,k,v,o,gate,up,down")
+    vocab = "the full vocabulary" if args.vocab == "full" else "the corpus's ids"
+    print(
+        f"{args.model}{depth}, sim backend, LoRA rank {args.rank} on q,k,v,o,gate,up,down, "
+        f"softmax over {vocab}"
+    )
     for mode, r in results.items():
         print(
             f"{mode:7s} {r['trainable']:>13,} trainable of {r['params']:,}  "

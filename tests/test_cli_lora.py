@@ -404,3 +404,23 @@ def test_fine_tuning_trains_over_the_full_vocabulary_and_a_resume_keeps_it(
     assert f"Loss over the data's vocab, {len(ids)} of 320 ids (--vocab data)" in out
     report = out[out.index("Efficiency Report") :]
     assert f"Loss (data's vocab, {len(ids)} of 320 ids)" in report and "Val loss, full" in report
+
+
+def test_the_memory_estimate_counts_the_full_classifier(base, tmp_path: Path, capsys) -> None:
+    """A full-vocabulary run's estimate holds the classifier's fp32 [V, D] temporary of a
+    window: a --max-memory between the two estimates lets --vocab data start and refuses the
+    full vocabulary --init trains over by default."""
+    from anetrain.memory import training_bytes
+    from anetrain.model.loader import load_model
+
+    folder, data = base
+    model = load_model(folder).config
+    data_need, full_need = training_bytes(model), training_bytes(model, full_vocab=True)
+    assert full_need - data_need == model.vocab_size * model.dim * 4
+    common = ("--init", folder, "--data", data, "--steps", "1", "--sample-tokens", "0", *TRAIN)
+    limit = str((data_need + full_need) // 2)
+    one_line_error(capsys, "above --max-memory", "train", *common, "--max-memory", limit,
+                   "--out", tmp_path / "full")  # fmt: skip
+    code, _, err = run(capsys, "train", *common, "--max-memory", limit, "--vocab", "data",
+                       "--out", tmp_path / "data")  # fmt: skip
+    assert code == 0, err

@@ -11,7 +11,7 @@ import pytest
 
 from anetrain.cli import main
 from anetrain.model.checkpoint import read_metadata
-from hf_models import TEXT, hf_logits, save_fp16_folder, transformers
+from hf_models import TEXT, hf_logits, save_fp16_folder, torch, transformers
 from test_cli_hf import _greedy_text, one_line_error, run
 
 peft = pytest.importorskip("peft")
@@ -392,6 +392,32 @@ def test_fine_tuning_trains_over_the_full_vocabulary_and_a_resume_keeps_it(
     one_line_error(capsys, "a resume keeps it: drop --vocab data", *resume, "--vocab", "data")
     code, out, err = run(capsys, *resume)
     assert code == 0 and "(--vocab full)" in out, err
+    # full fine-tuning over the full vocabulary on data of 20 ids: generate samples from every
+    # id, as transformers does with the exported weights
+    from anetrain.data.tokens import write_tokens
+
+    write_tokens(tmp_path / "few.bin", np.tile(np.arange(100, 120), 400))
+    code, out, err = run(capsys, "train", "--init", folder, "--data", tmp_path / "few.bin",
+                         "--out", tmp_path / "ft", *common)  # fmt: skip
+    assert code == 0 and "(--vocab full)" in out, err
+    from anetrain.model.loader import load_model
+
+    assert load_model(tmp_path / "ft").vocab_ids is None
+    code, _, err = run(capsys, "export", "hf", tmp_path / "ft", "--out", tmp_path / "ft-hf")
+    assert code == 0, err
+    prompt = "Once upon a time"
+    code, text, err = run(capsys, "generate", "--ckpt", tmp_path / "ft", "--prompt", prompt,
+                          "--max-tokens", "12", "--temperature", "0")  # fmt: skip
+    assert code == 0, err
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ft-hf").float().eval()
+    ids, eos = tok.encode(prompt).ids, tok.token_to_id("<|endoftext|>")
+    with torch.no_grad():
+        greedy = hf.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0]
+    assert any(not 100 <= t < 120 for t in greedy[len(ids) :].tolist())  # ids the data lacks
+    assert text.strip() == _greedy_text(hf, tok, ids, 12, eos)
     # full fine-tuning from the same folder, the data's ids asked for
     code, out, err = run(capsys, "train", "--init", folder, "--data", data, "--vocab", "data",
                          "--out", tmp_path / "full", *common)  # fmt: skip

@@ -388,6 +388,8 @@ def test_fine_tuning_trains_over_the_full_vocabulary_and_a_resume_keeps_it(
     assert extra["train"]["vocab"] == "full" and extra["vocab_ids"] is None
     summary = json.loads((runs / "summary.json").read_text())
     assert summary["vocab"] == "full" and summary["vocab_ids_trained"] == 320
+    code, frame, err = run(capsys, "dashboard", runs, "--once")
+    assert code == 0 and "Loss (full vocab)" in frame, err
     resume = ("train", "--out", runs, "--resume", "--data", data, *common[2:], "--steps", "3")
     one_line_error(capsys, "a resume keeps it: drop --vocab data", *resume, "--vocab", "data")
     code, out, err = run(capsys, *resume)

@@ -467,7 +467,8 @@ def report_rows(s: dict[str, Any]) -> Iterator[tuple[str, str]]:
         )
     loss = f"{fmt.num(_get(s, 'first_loss'))} → {fmt.num(_get(s, 'final_loss'))}"
     best = _get(s, "best_val_loss")
-    yield "Loss", loss + (f" (best val {best:.4f})" if best is not None else "")
+    over = {"full": " (full vocab)", "data": " (data's ids)"}.get(s.get("vocab") or "", "")
+    yield f"Loss{over}", loss + (f" (best val {best:.4f})" if best is not None else "")
     if s.get("skipped_steps"):
         yield "Skipped steps", str(s["skipped_steps"])
     if s.get("interrupted"):

@@ -129,7 +129,11 @@ def test_init_reads_every_format_through_the_one_loader(tmp_path: Path, capsys) 
     assert run(capsys, "train", "--init", run1, *common, "--out", run2)[0] == 0
     assert json.loads((run2 / "config.json").read_text())["init"]["format"] == "anetrain"
     one_line_error(capsys, "drop --model", "train", "--init", run1, "--model", "tiny")
-    one_line_error(capsys, "--resume", "train", "--init", run1, "--resume", "--out", run2)
+    # the same command plus --resume continues run2; another --init is not its model
+    more = ["--steps", "2", *common[2:], "--out", run2, "--resume"]
+    assert run(capsys, "train", "--init", run1, *more)[0] == 0
+    assert load_model(run2).step == 2
+    one_line_error(capsys, "started from", "train", "--init", tmp_path / "m.bin", *more)
 
 
 def _safetensors(path: Path, header: object, data: bytes = b"\0" * 64) -> None:
@@ -201,3 +205,105 @@ def test_generate_uses_the_folders_context_beyond_the_training_window(
     assert "300 tokens in" in err
     ids, eos = tok.encode(prompt).ids, tok.token_to_id("</s>")
     assert out == _greedy_text(model, tok, ids, 300, eos) + "\n"
+
+
+def _fine_tune(capsys, folder: Path, data: Path, out: Path, steps: str, *extra: str) -> str:
+    """``train --init folder`` on sim for ``steps``; its stdout."""
+    code, printed, err = run(
+        capsys, "train", "--init", folder, "--data", data, "--steps", steps, "--accum", "1",
+        "--warmup", "0", "--lr", "1e-3", "--backend", "sim", "--sample-tokens", "0",
+        "--eval-every", "2", "--ckpt-every", "2", "--no-progress", "--out", out, *extra,
+    )  # fmt: skip
+    assert code == 0, err
+    return printed
+
+
+def _hf_data(tmp_path: Path, capsys, folder: Path) -> Path:
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(TEXT * 10) + "\n")
+    data = tmp_path / "t.bin"
+    assert run(capsys, "data", "prepare", text, "--tokenizer", folder, "--out", data)[0] == 0
+    return data
+
+
+def _losses(out: Path) -> list[float]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def test_the_same_fine_tuning_command_with_resume_continues_it(tmp_path: Path, capsys) -> None:
+    """``train --init DIR ...`` then the same command plus ``--resume`` (was refused: "--init
+    starts a new run"), or ``--resume`` without ``--init`` (was the default tiny model's
+    architecture): both continue from the step-2 checkpoint, with the architecture and the
+    tokenizer from the run folder, and agree bit for bit."""
+    folder, _, _ = save_folder(tmp_path / "hf", "qwen3")
+    data = _hf_data(tmp_path, capsys, folder)
+    for out in (tmp_path / "with-init", tmp_path / "without"):
+        _fine_tune(capsys, folder, data, out, "2")
+    printed = _fine_tune(capsys, folder, data, tmp_path / "with-init", "6", "--resume")
+    assert "[RESUMED step 2," in printed
+    code, out, err = run(
+        capsys, "train", "--data", data, "--steps", "6", "--accum", "1", "--warmup", "0",
+        "--lr", "1e-3", "--backend", "sim", "--sample-tokens", "0", "--eval-every", "2",
+        "--ckpt-every", "2", "--no-progress", "--out", tmp_path / "without", "--resume",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "[RESUMED step 2," in out and "(0.08M params" in out
+    losses = _losses(tmp_path / "with-init")
+    assert len(losses) == 6 and losses == _losses(tmp_path / "without")
+    a, b = load_model(tmp_path / "with-init"), load_model(tmp_path / "without")
+    assert a.step == b.step == 6 and np.array_equal(a.params.flat, b.params.flat)
+    for run_dir in (tmp_path / "with-init", tmp_path / "without"):
+        cfg = json.loads((run_dir / "config.json").read_text())
+        assert cfg["init"]["format"] == "hf"
+        assert cfg["tokenizer"] == str(folder / "tokenizer.json")
+    split = tmp_path / "with-init"
+    # another model under --init is not the run's: refused, nothing changed
+    other, _, _ = save_folder(tmp_path / "other", "llama")
+    before = (split / "ckpt_last.safetensors").read_bytes()
+    one_line_error(
+        capsys, "continues the run that started from", "train", "--init", other, "--data",
+        data, "--steps", "8", "--out", split, "--resume",
+    )  # fmt: skip
+    assert (split / "ckpt_last.safetensors").read_bytes() == before
+
+
+def test_the_static_pipeline_restarts_a_fine_tuning_run_on_its_own_architecture(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A static run re-executes itself with ``--resume`` (and without ``--init``) when the
+    compile budget runs out: the new process must rebuild the run's model, not the default
+    tiny one (it failed with "checkpoint is for another architecture")."""
+    from anetrain.commands import train as train_cmd
+
+    folder, _, _ = save_folder(tmp_path / "hf", "qwen3")
+    data = _hf_data(tmp_path, capsys, folder)
+    restarts: list[list[str]] = []
+    monkeypatch.setattr(train_cmd, "reexec", restarts.append)
+    out = tmp_path / "run"
+    _fine_tune(capsys, folder, data, out, "6", "--pipeline", "static", "--compile-budget", "40")
+    assert len(restarts) == 1 and "--init" not in restarts[0]
+    capsys.readouterr()
+    assert main(restarts[0]) == 0, capsys.readouterr().err  # what the exec'd process runs
+    assert load_model(out).step > 2 and load_model(out).config.qk_norm
+
+
+def test_the_same_lora_command_with_resume_continues_it(tmp_path: Path, capsys) -> None:
+    folder, _, _ = save_folder(tmp_path / "hf", "qwen3")
+    data = _hf_data(tmp_path, capsys, folder)
+    a, b = tmp_path / "with-init", tmp_path / "without"
+    for out in (a, b):
+        _fine_tune(capsys, folder, data, out, "2", "--lora-rank", "4")
+    assert "[RESUMED step 2," in _fine_tune(
+        capsys, folder, data, a, "4", "--lora-rank", "4", "--resume"
+    )
+    code, _, err = run(
+        capsys, "train", "--data", data, "--steps", "4", "--accum", "1", "--warmup", "0",
+        "--lr", "1e-3", "--backend", "sim", "--sample-tokens", "0", "--eval-every", "2",
+        "--ckpt-every", "2", "--no-progress", "--out", b, "--resume",
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(_losses(a)) == 4 and _losses(a) == _losses(b)
+    assert (a / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        b / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()

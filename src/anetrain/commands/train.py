@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -232,18 +233,21 @@ def _train(args: argparse.Namespace, world: Any) -> int:
             "--lora-rank needs --init DIR: LoRA adapts an existing model (a Hugging Face folder, "
             "a checkpoint or run folder)"
         )
-    init = _load_init(args) if args.init is not None else None
-    lora_resume = _lora_resume(args) if args.resume and args.out is not None else None
+    if args.resume and args.out is None:
+        raise TrainError("--resume needs --out DIR (the run folder to continue)")
+    prior_run = _resumed_run(args) if args.resume else None
+    init = _load_init(args) if args.init is not None and prior_run is None else None
+    lora_resume = _lora_resume(args) if args.resume else None
     if lora_resume is not None:
         init = lora_resume[0]
     if init is not None:
         model = init.config
         name = (Path(args.init).name or "init") if args.init is not None else args.out.name
+    elif prior_run is not None and args.model is None and args.config is None:
+        model, name = prior_run.config, args.out.name  # the run's own architecture
     else:
         model = load_config(args.config if args.config is not None else args.model or "tiny")
         name = args.config.stem if args.config is not None else args.model or "tiny"
-    if args.resume and args.out is None:
-        raise TrainError("--resume needs --out DIR (the run folder to continue)")
     trainable = _lora_trainable(args, init, lora_resume) if init is not None else None
     if trainable is not None:  # the fp32 weights loaded are not needed beside the fp16 base
         init.params = trainable.params
@@ -284,7 +288,9 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         tokenizer_spec = args.tokenizer or "builtin"
     else:
         data_path = args.data
-        tokenizer_spec = args.tokenizer or (init.tokenizer if init is not None else None)
+        tokenizer_spec = args.tokenizer or (
+            init.tokenizer if init is not None else prior_run.tokenizer if prior_run else None
+        )
     if tokenizer_spec is not None:
         tok = load_tokenizer(tokenizer_spec)
         # samples draw only ids the data uses, so a small llama2.c vocabulary is fine; a
@@ -369,6 +375,8 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         run_config["init"] = {"path": str(init.path), "format": init.kind}
         if init.hf_config is not None:
             run_config["init"]["hf_config"] = init.hf_config
+    if prior_run is not None and prior_run.init is not None:
+        run_config["init"] = prior_run.init  # where the run's weights first came from
     if trainable is not None:
         run_config["lora"] = trainable.record()
     if world.is_writer:
@@ -468,14 +476,67 @@ def _lora_resume(args: argparse.Namespace) -> tuple[Any, Any, str] | None:
     return _lora_base(path, rec["base"]), LoraConfig.from_dict(rec["config"]), rec["base"]["path"]
 
 
+@dataclass(frozen=True)
+class _Resumed:
+    """What ``--resume`` takes from the run folder itself: the architecture (from the
+    checkpoint's metadata, no tensors read), the tokenizer and the ``init`` record that
+    config.json holds."""
+
+    config: Any
+    tokenizer: str | None
+    init: dict[str, Any] | None
+
+
+def _resumed_run(args: argparse.Namespace) -> _Resumed | None:
+    """The run ``--resume`` continues (None: no checkpoint yet, the run starts fresh). The same
+    command plus ``--resume`` must work, so an ``--init`` naming the model the run started from
+    is accepted (its weights are in the checkpoint by then); another model is refused."""
+    from anetrain import runfolder
+    from anetrain.model.checkpoint import CheckpointError, read_metadata
+    from anetrain.model.config import from_dict
+    from anetrain.model.loader import _run_config, _run_tokenizer
+    from anetrain.train.loop import TrainError
+
+    path = args.out / runfolder.CKPT_LAST
+    if not path.is_file():
+        return None
+    if args.init is not None and (args.model is not None or args.config is not None):
+        raise TrainError("--init takes the architecture from its model; drop --model/--config")
+    try:
+        config = from_dict(read_metadata(path)["config"], source=str(path))
+        run = _run_config(args.out)
+    except CheckpointError:
+        return None  # a damaged run: its resume reports what is wrong
+    init = run.get("init") if isinstance(run.get("init"), dict) else None
+    lora = run.get("lora") if isinstance(run.get("lora"), dict) else None
+    started = (lora or {}).get("base", {}).get("path") or (init or {}).get("path")
+    if args.init is not None and started and not _same_path(Path(args.init), Path(started)):
+        raise TrainError(
+            f"{args.out} continues the run that started from {started}, but --init names "
+            f"{args.init}; drop --init to resume it, or choose another --out for a new run"
+        )
+    return _Resumed(config, _run_tokenizer(args.out, run), init)
+
+
+def _same_path(given: Path, recorded: Path) -> bool:
+    """Whether ``given`` names ``recorded``: the same path, or the run folder of a recorded
+    checkpoint (a relative record from another working folder that no longer resolves cannot
+    be compared: taken as the same)."""
+    try:
+        if not recorded.exists():
+            return True
+        g, r = given.resolve(), recorded.resolve()
+        return g == r or (g.is_dir() and r.parent == g)
+    except OSError:
+        return True
+
+
 def _load_init(args: argparse.Namespace) -> Any:
     """The model ``--init`` names (a :class:`~anetrain.model.loader.LoadedModel`)."""
     from anetrain.memory import check_model_load
     from anetrain.model.loader import load_model
     from anetrain.train.loop import TrainError
 
-    if args.resume:
-        raise TrainError("--init starts a new run; --resume continues --out's own checkpoint")
     if args.model is not None or args.config is not None:
         raise TrainError("--init takes the architecture from its model; drop --model/--config")
     check_model_load(args.init, args.max_memory)

@@ -185,7 +185,7 @@ def test_no_frozen_weight_gradient_is_formed(folder, monkeypatch) -> None:
     tr = LoraTrainable(h.params, lora_config(h.config, rank=2, targets="k,gate"))
     base = tr.params.flat.copy()
     assert tr.params.dtype == np.float16
-    pipe = DynamicPipeline(h.config, dtype=FP32, overlap_blas=False)
+    pipe = DynamicPipeline(h.config, dtype=FP32, overlap_blas=False, adapters=tr.kernel_adapters)
     try:
         tr.stage(pipe)
         tokens = np.arange(SEQ) % h.config.vocab_size

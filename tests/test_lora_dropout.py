@@ -191,7 +191,7 @@ def test_dropout_seeds_differ_same_seed_repeats_resume_continues(folder, tmp_pat
     c.trainable.dropout.seed += 1
     assert all(x != y for x, y in zip(_run(c)[1:], a.history[1:], strict=True))
     plain = _trainer(folder, tmp_path / "d", dropout=0.0)
-    assert plain.trainable.dropout is None
+    assert plain.trainable.dropout.p == 0 and plain.trainable.dropout.mask_bytes(SEQ) == 0
     assert all(x != y for x, y in zip(_run(plain)[1:], a.history[1:], strict=True))
     # 2 steps + checkpoint + resume + 2 = 4 straight, the mask stream included
     first = _trainer(folder, tmp_path / "r")

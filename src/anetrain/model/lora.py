@@ -178,28 +178,6 @@ def init_adapters(cfg: ModelConfig, lora: LoraConfig, seed: int = 42) -> Adapter
     return a
 
 
-class EffectiveWeights:
-    """``params[name][layer]`` as the kernels' staging reads it: the base, plus ``(alpha/r) B A``
-    for targeted projections, computed one layer at a time (no full fp32 copy of the model)."""
-
-    def __init__(self, base: Params, adapters: Adapters) -> None:
-        self.base, self.adapters = base, adapters
-
-    def __getitem__(self, name: str) -> _Layers:
-        return _Layers(self, name)
-
-
-class _Layers:
-    def __init__(self, eff: EffectiveWeights, name: str) -> None:
-        self.eff, self.name = eff, name
-
-    def __getitem__(self, layer: int) -> np.ndarray:
-        w = self.eff.base[self.name][layer]
-        if self.name not in self.eff.adapters.lora.params:
-            return w
-        return w.astype(np.float32) + self.eff.adapters.delta(self.name, layer)
-
-
 def lora_weight_grads(
     adapters: Adapters, grads: Adapters, name: str, layer: int, dout: np.ndarray, x: np.ndarray,
     g: float,

@@ -290,7 +290,7 @@ class Trainer:
         self.best_loss = state["best_loss"]
         self.prior = RunTotals(**state["run"])
         self.cfg = replace(self.cfg, vocab=state["vocab"])
-        if self.trainable.dropout is not None:  # the LoRA dropout masks' seed
+        if self.trainable.dropout is not None and state["lora_dropout"]:  # the masks' seed
             self.trainable.dropout.load_state_dict(state["lora_dropout"])
 
     def _load_last(self) -> dict[str, Any]:

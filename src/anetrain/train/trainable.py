@@ -15,10 +15,8 @@ from typing import Any
 import numpy as np
 
 from anetrain.kernels.dynamic import INNER_PROJECTIONS
-from anetrain.mil.types import FP16
 from anetrain.model.lora import (
     Adapters,
-    EffectiveWeights,
     LoraConfig,
     base_fingerprint,
     init_adapters,
@@ -105,12 +103,14 @@ class LoraDropout(AdapterPath):
         """Memory of one window's masks, which the backward reads again, so all layers' are held
         at once (bool ``[IN, S]`` per targeted projection and layer), plus the largest fp32 draw
         (for :func:`anetrain.memory.training_bytes`)."""
+        if not self.p:
+            return 0  # no masks: the inputs are used as they are
         widths = [self.adapters[f"{n}.A"].shape[-1] for n in self.targets]
         layers = self.adapters.config.n_layers
         return layers * sum(widths) * seq_len + max(widths) * seq_len * 4
 
     def dropped(self, layer: int, name: str, x: np.ndarray) -> np.ndarray:
-        if name not in self.targets:
+        if name not in self.targets or not self.p:
             return x
         if (layer, name) not in self.masks:  # the layer's masks, drawn in target order
             for n in self.targets:
@@ -193,10 +193,11 @@ class LoraTrainable:
         self.base_id = base_fingerprint(self.params)
         self.values = init_adapters(base.config, lora, seed)
         self.grads = self.values.zeros_like()
-        self.dropout = LoraDropout(self.values, seed) if lora.dropout > 0 else None
-        self.sink = LoraGrads(self.values, self.grads, self.dropout or NO_ADAPTER_PATH)
+        # the kernels keep the base and add the adapter terms (peft's unmerged forward), with
+        # or without dropout: no merged copy of the adapted projections per update
+        self.dropout = LoraDropout(self.values, seed)
+        self.sink = LoraGrads(self.values, self.grads, self.dropout)
         self._base_staged: DynamicPipeline | None = None
-        self._effective: dict[str, np.ndarray] | None = None
 
     @property
     def kernel_adapters(self) -> tuple[tuple[str, ...], int]:
@@ -206,36 +207,15 @@ class LoraTrainable:
         return (adapted, self.lora.rank) if adapted else ((), 0)
 
     def stage(self, pipeline: DynamicPipeline) -> None:
-        """Prestaged surfaces: the frozen base once per pipeline, then only the adapted
-        projections. Per-call staging (large models) reads the weights at every kernel call, so
-        the adapted projections are materialised once per update, in the kernels' dtype. With
-        dropout the kernels keep the base, and an update changes only their adapters' ``B``."""
-        if self.dropout is not None:
-            weights = _BaseAndB(self.params, self.values)
-            if self._base_staged is not pipeline:
-                pipeline.stage_weights(weights)
-                self._base_staged = pipeline
-            elif self.dropout.adapted:
-                pipeline.stage_weights(weights, only=[f"{n}.B" for n in self.dropout.adapted])
-            return
-        if not pipeline.prestage:
-            pipeline.stage_weights(self._materialised(pipeline))
-            return
+        """The kernels keep the frozen base (staged once per pipeline; per-call staging reads
+        it at every kernel call) and add the adapter terms themselves, so an update restages
+        only the adapters' ``B`` of the projections whose term runs in a kernel."""
+        weights = _BaseAndB(self.params, self.values)
         if self._base_staged is not pipeline:
-            pipeline.stage_weights(self.params)
+            pipeline.stage_weights(weights)
             self._base_staged = pipeline
-        pipeline.stage_weights(EffectiveWeights(self.params, self.values), only=self.lora.params)
-
-    def _materialised(self, pipeline: DynamicPipeline) -> dict[str, np.ndarray]:
-        """The base's tensors with the adapted projections' ``W + s B A`` written in."""
-        dtype = np.float16 if pipeline.dims.dtype == FP16 else np.float32
-        if self._effective is None or self._effective[self.lora.params[0]].dtype != dtype:
-            self._effective = {n: np.empty(self.params[n].shape, dtype) for n in self.lora.params}
-        eff = EffectiveWeights(self.params, self.values)
-        for name, out in self._effective.items():
-            for layer in range(out.shape[0]):
-                out[layer] = eff[name][layer]
-        return {n: self._effective.get(n, t) for n, t in self.params.items()}
+        elif self.dropout.adapted:
+            pipeline.stage_weights(weights, only=[f"{n}.B" for n in self.dropout.adapted])
 
     def model_params(self) -> Params:
         return self.values.merged(self.params)
@@ -245,7 +225,7 @@ class LoraTrainable:
         dropout, the masks' seed)."""
         rec: dict[str, object] = {"config": self.lora.to_dict()}
         rec["base"] = {"id": self.base_id, "path": self.base_path}
-        if self.dropout is not None:
+        if self.dropout.p:
             rec["dropout"] = self.dropout.state_dict()
         return rec
 

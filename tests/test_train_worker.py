@@ -42,7 +42,7 @@ def one_window(pipe: DynamicPipeline, block_worker: bool, hook=None, windows: in
         pipe.forward_backward(params, sink, SEQ[:-1], SEQ[1:], 256.0, 1 / 256, hook)
     taker = threading.Thread(target=pipe.wait)
     taker.start()
-    taker.join(timeout=1.0)  # the waiting thread takes what it may, then waits for the rest
+    taker.join(timeout=3.0)  # the waiting thread takes what it may, then waits for the rest
     release.set()
     taker.join()
     pipe.wait()

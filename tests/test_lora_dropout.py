@@ -22,7 +22,7 @@ from anetrain.model.config import ModelConfig
 from anetrain.model.hf import _LAYER_KEYS, import_hf
 from anetrain.model.lora import LoraConfig, lora_config, peft_state_dict, write_peft
 from anetrain.train.loop import TrainConfig, Trainer
-from anetrain.train.trainable import LoraDropout, LoraTrainable
+from anetrain.train.trainable import LoraAdapterPath, LoraTrainable
 from hf_models import save_fp16_folder, torch, transformers
 from test_lora import _random_adapters, one_window
 
@@ -71,8 +71,8 @@ def ours_and_peft(
     _random_adapters(tr)
     loss, tokens, targets_ = one_window(tr, h.config, prestage=prestage, dtype=dtype)
     masks = oracle_masks(h.config, lora, window=0)
-    assert tr.dropout is not None and tr.dropout.masks.keys() == masks.keys()
-    assert all(np.array_equal(tr.dropout.masks[k], m) for k, m in masks.items())
+    assert tr.adapter_path is not None and tr.adapter_path.masks.keys() == masks.keys()
+    assert all(np.array_equal(tr.adapter_path.masks[k], m) for k, m in masks.items())
 
     write_peft(tmp_path / "ad", tr.values, str(folder))
     base = transformers.AutoModelForCausalLM.from_pretrained(folder).float().eval()
@@ -117,19 +117,19 @@ def test_dropout_gradients_fp16_kernels(folder, tmp_path: Path) -> None:
     assert_match(ours_and_peft(folder, "q,k,v,o,gate,up,down", tmp_path, dtype=FP16), 1e-1)
 
 
-ORIGINAL_DROPPED, ORIGINAL_INIT = LoraDropout.dropped, LoraDropout.__init__
+ORIGINAL_DROPPED, ORIGINAL_INIT = LoraAdapterPath.dropped, LoraAdapterPath.__init__
 
 
-def _share_qkv_mask(self: LoraDropout, layer: int, name: str, x: np.ndarray) -> np.ndarray:
+def _share_qkv_mask(self: LoraAdapterPath, layer: int, name: str, x: np.ndarray) -> np.ndarray:
     return ORIGINAL_DROPPED(self, layer, "wq" if name in ("wk", "wv") else name, x)
 
 
-def _unscaled(self: LoraDropout, *args: object) -> None:
+def _unscaled(self: LoraAdapterPath, *args: object) -> None:
     ORIGINAL_INIT(self, *args)  # type: ignore[arg-type]
     self.keep_scale = np.float32(1.0)
 
 
-def _dx_without_mask(self: LoraDropout, layer: int, dx: np.ndarray, *terms) -> np.ndarray:
+def _dx_without_mask(self: LoraAdapterPath, layer: int, dx: np.ndarray, *terms) -> np.ndarray:
     for name, dy in terms:
         if name in self.targets:
             a, b = self.adapters[f"{name}.A"][layer], self.adapters[f"{name}.B"][layer]
@@ -143,7 +143,7 @@ def _dx_without_mask(self: LoraDropout, layer: int, dx: np.ndarray, *terms) -> n
     ids=["one mask for q,k,v", "no 1/(1-p)", "no mask in dx"],
 )
 def test_a_wrong_dropout_fails_the_oracle(folder, attr, wrong, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(LoraDropout, attr, wrong)
+    monkeypatch.setattr(LoraAdapterPath, attr, wrong)
     result = ours_and_peft(folder, "q,k,v,o,gate,up,down", tmp_path)
     with pytest.raises(AssertionError):
         assert_match(result, 1e-4)
@@ -184,20 +184,20 @@ def test_dropout_seeds_differ_same_seed_repeats_resume_continues(folder, tmp_pat
     b = _trainer(folder, tmp_path / "b")
     assert _run(b) == a.history  # the same seed: bit for bit
     assert np.array_equal(a.trainable.values.flat, b.trainable.values.flat)
-    assert a.trainable.dropout.window == 8  # every accumulation window drew fresh masks
+    assert a.trainable.adapter_path.window == 8  # every accumulation window drew fresh masks
     # another mask seed (the same adapters' init) trains otherwise, and so does no dropout; step
     # 0's loss is the base's either way (B = 0)
     c = _trainer(folder, tmp_path / "c")
-    c.trainable.dropout.seed += 1
+    c.trainable.adapter_path.seed += 1
     assert all(x != y for x, y in zip(_run(c)[1:], a.history[1:], strict=True))
     plain = _trainer(folder, tmp_path / "d", dropout=0.0)
-    assert plain.trainable.dropout.p == 0 and plain.trainable.dropout.mask_bytes(SEQ) == 0
+    assert plain.trainable.adapter_path.p == 0 and plain.trainable.adapter_path.mask_bytes(SEQ) == 0
     assert all(x != y for x, y in zip(_run(plain)[1:], a.history[1:], strict=True))
     # 2 steps + checkpoint + resume + 2 = 4 straight, the mask stream included
     first = _trainer(folder, tmp_path / "r")
     split = _run(first, 2)
     resumed = _trainer(folder, tmp_path / "r", seed=SEED + 5, resume=True)  # seed from the record
-    assert resumed.step == 2 and resumed.trainable.dropout.seed == SEED
+    assert resumed.step == 2 and resumed.trainable.adapter_path.seed == SEED
     assert split + _run(resumed) == a.history
     assert np.array_equal(resumed.trainable.values.flat, a.trainable.values.flat)
     assert np.array_equal(resumed.adam.m, a.adam.m)
@@ -213,14 +213,14 @@ def test_memory_estimate_counts_the_masks_a_window_holds(folder, targets) -> Non
     lora = lora_config(h.config, rank=4, targets=targets, dropout=P)
     tr = LoraTrainable(h.params, lora, seed=SEED)
     one_window(tr, h.config)
-    assert tr.dropout is not None
-    held = sum(m.nbytes for m in tr.dropout.masks.values())
-    assert len(tr.dropout.masks) == h.config.n_layers * len(lora.targets)
-    widest = max(m.shape[0] for m in tr.dropout.masks.values())
-    assert tr.dropout.mask_bytes(SEQ) == held + widest * SEQ * 4
+    assert tr.adapter_path is not None
+    held = sum(m.nbytes for m in tr.adapter_path.masks.values())
+    assert len(tr.adapter_path.masks) == h.config.n_layers * len(lora.targets)
+    widest = max(m.shape[0] for m in tr.adapter_path.masks.values())
+    assert tr.adapter_path.mask_bytes(SEQ) == held + widest * SEQ * 4
     n = tr.values.flat.size
     plain = memory.training_bytes(h.config, n)
-    with_masks = memory.training_bytes(h.config, n, tr.dropout.mask_bytes(SEQ))
+    with_masks = memory.training_bytes(h.config, n, tr.adapter_path.mask_bytes(SEQ))
     assert with_masks - plain == held + widest * SEQ * 4
 
 
@@ -234,5 +234,5 @@ def test_memory_estimate_of_qwen3_0_6b_dropout_masks() -> None:
     assert (cfg.n_layers, cfg.seq_len, cfg.dim, cfg.qd, cfg.hidden_dim) == (28, 256, 1024, 2048,
                                                                             3072)  # fmt: skip
     lora = lora_config(cfg, rank=1, dropout=0.05)
-    masks = LoraDropout(Adapters(cfg, lora), seed=0).mask_bytes(cfg.seq_len)
+    masks = LoraAdapterPath(Adapters(cfg, lora), seed=0).mask_bytes(cfg.seq_len)
     assert masks == 28 * 10240 * 256 + 3072 * 256 * 4  # 73.4 MB + one 3.1 MB draw

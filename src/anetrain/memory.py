@@ -60,7 +60,7 @@ def training_bytes(
 
     With ``lora_params`` adapters: the base in fp16 plus one fp32 model (the load, and the
     merged model validation and samples read) instead, and the state is the adapters'; with
-    LoRA dropout, one window's masks (``LoraDropout.mask_bytes``). With ``full_vocab`` (the
+    LoRA dropout, one window's masks (``LoraAdapterPath.mask_bytes``). With ``full_vocab`` (the
     softmax over every id, ``--vocab full``) the classifier's fp32 ``[V, D]`` temporary of each
     window too: its weight gradient before it is added in, or a frozen fp16 base's classifier
     as fp32 (over the data's ids only, it is that many rows, unknown before the data loads).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -167,8 +166,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         metavar="P",
         help="peft's lora_dropout: each adapter's input dropped with probability P while "
-        "training, its own mask per projection (default 0: off, the adapters merged into the "
-        "kernels' weights)",
+        "training, its own mask per projection (default 0: off)",
     )
     lora.add_argument(
         "--lora-targets",
@@ -251,14 +249,14 @@ def _train(args: argparse.Namespace, world: Any) -> int:
     trainable = _lora_trainable(args, init, lora_resume) if init is not None else None
     if trainable is not None:  # the fp32 weights loaded are not needed beside the fp16 base
         init.params = trainable.params
-    dropout = None if trainable is None else trainable.dropout
+    path = None if trainable is None else trainable.adapter_path
     check_fits(
         f"training {name} ({model.n_params / 1e6:,.1f}M parameters)",
         training_bytes(
             model,
             None if trainable is None else trainable.values.flat.size,
-            0 if dropout is None else dropout.mask_bytes(model.seq_len),
-            full_vocab=_expected_vocab(args, init is not None) == "full",
+            0 if path is None else path.mask_bytes(model.seq_len),
+            full_vocab=_expected_vocab(args, prior_run, init is not None) == "full",
         ),
         args.max_memory,
         hint="use a smaller --model/--config",
@@ -435,19 +433,13 @@ def _lora_trainable(args: argparse.Namespace, init: Any, resumed: Any) -> Any:
 _LORA_SETTINGS = ("--lora-alpha", "--lora-dropout", "--lora-targets")
 
 
-def _expected_vocab(args: argparse.Namespace, pretrained: bool) -> str:
+def _expected_vocab(args: argparse.Namespace, prior_run: _Resumed | None, pretrained: bool) -> str:
     """The vocabulary the Trainer will train over (it decides; this foresees it for the memory
     estimate): a resume's is its checkpoint's."""
-    from anetrain import runfolder
-    from anetrain.errors import AnetrainError
-    from anetrain.model.checkpoint import read_metadata
     from anetrain.train.loop import run_vocab
 
-    path = None if args.out is None else args.out / runfolder.CKPT_LAST
-    if args.resume and path is not None and path.is_file() and args.vocab == "auto":
-        with contextlib.suppress(AnetrainError, OSError, ValueError, AttributeError):
-            # a bad checkpoint: the Trainer reports it
-            return str(read_metadata(path)["extra"].get("train", {}).get("vocab", "data"))
+    if prior_run is not None and args.vocab == "auto":
+        return prior_run.vocab
     return run_vocab(args.vocab, pretrained=pretrained)
 
 
@@ -485,6 +477,7 @@ class _Resumed:
     config: Any
     tokenizer: str | None
     init: dict[str, Any] | None
+    vocab: str  # the softmax it trains over (a checkpoint from before --vocab: the data's)
 
 
 def _resumed_run(args: argparse.Namespace) -> _Resumed | None:
@@ -492,7 +485,8 @@ def _resumed_run(args: argparse.Namespace) -> _Resumed | None:
     command plus ``--resume`` must work, so an ``--init`` naming the model the run started from
     is accepted (its weights are in the checkpoint by then); another model is refused."""
     from anetrain import runfolder
-    from anetrain.model.checkpoint import CheckpointError, read_metadata
+    from anetrain.errors import AnetrainError
+    from anetrain.model.checkpoint import read_metadata
     from anetrain.model.config import from_dict
     from anetrain.model.loader import _run_config, _run_tokenizer
     from anetrain.train.loop import TrainError
@@ -503,10 +497,13 @@ def _resumed_run(args: argparse.Namespace) -> _Resumed | None:
     if args.init is not None and (args.model is not None or args.config is not None):
         raise TrainError("--init takes the architecture from its model; drop --model/--config")
     try:
-        config = from_dict(read_metadata(path)["config"], source=str(path))
+        meta = read_metadata(path)
+        config = from_dict(meta["config"], source=str(path))
         run = _run_config(args.out)
-    except CheckpointError:
+    except (AnetrainError, AttributeError, TypeError):
         return None  # a damaged run: its resume reports what is wrong
+    train_state = meta["extra"].get("train") if isinstance(meta["extra"], dict) else None
+    vocab = str((train_state if isinstance(train_state, dict) else {}).get("vocab", "data"))
     init = run.get("init") if isinstance(run.get("init"), dict) else None
     lora = run.get("lora") if isinstance(run.get("lora"), dict) else None
     started = (lora or {}).get("base", {}).get("path") or (init or {}).get("path")
@@ -515,7 +512,7 @@ def _resumed_run(args: argparse.Namespace) -> _Resumed | None:
             f"{args.out} continues the run that started from {started}, but --init names "
             f"{args.init}; drop --init to resume it, or choose another --out for a new run"
         )
-    return _Resumed(config, _run_tokenizer(args.out, run), init)
+    return _Resumed(config, _run_tokenizer(args.out, run), init, vocab)
 
 
 def _same_path(given: Path, recorded: Path) -> bool:

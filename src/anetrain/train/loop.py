@@ -290,8 +290,8 @@ class Trainer:
         self.best_loss = state["best_loss"]
         self.prior = RunTotals(**state["run"])
         self.cfg = replace(self.cfg, vocab=state["vocab"])
-        if self.trainable.dropout is not None and state["lora_dropout"]:  # the masks' seed
-            self.trainable.dropout.load_state_dict(state["lora_dropout"])
+        if self.trainable.adapter_path is not None and state["lora_dropout"]:  # the masks' seed
+            self.trainable.adapter_path.load_state_dict(state["lora_dropout"])
 
     def _load_last(self) -> dict[str, Any]:
         """Load ``ckpt_last`` into the weights and moments (checking its run state loads);
@@ -496,8 +496,8 @@ class Trainer:
         grad_scale = 1.0 / (windows * scale)
         self.grads.flat[...] = 0.0
         loss = 0.0
-        if self.trainable.dropout is not None:  # LoRA dropout masks follow the window stream
-            self.trainable.dropout.window = self.sampler.next_index(cfg.accum)
+        if self.trainable.adapter_path is not None:  # LoRA dropout masks follow the window stream
+            self.trainable.adapter_path.window = self.sampler.next_index(cfg.accum)
         mine = self.sampler.next_windows(cfg.accum)
         for i, window in enumerate(mine):
             last = i == len(mine) - 1 and self.trainable.lora is None  # overlap: full only

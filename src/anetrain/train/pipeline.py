@@ -85,10 +85,10 @@ class NormGrads:
 
 class AdapterPath:
     """LoRA's adapter path where it runs beside the kernels' weights: peft's
-    ``y = W x + s B A dropout(x)`` while training with dropout, where the kernels hold the base
-    ``W`` (:class:`anetrain.train.trainable.LoraDropout`). This base adds nothing: the kernels'
-    weights are the whole model (full training, or LoRA without dropout, ``W + s B A`` merged
-    into the staged weights). Terms are ``(projection, its input or output gradient [C, S])``."""
+    ``y = W x + s B A dropout(x)`` while training, where the kernels hold the base ``W``
+    (:class:`anetrain.train.trainable.LoraAdapterPath`). This base adds nothing: the kernels'
+    weights are the whole model (full training). Terms are ``(projection, its input or output
+    gradient [C, S])``."""
 
     adapted: tuple[str, ...] = ()  # projections whose term the kernels add (Dims.adapted)
 

@@ -40,7 +40,7 @@ class FullTrainable:
     """Full fine-tuning (or training from scratch): the model's own parameters."""
 
     lora: LoraConfig | None = None
-    dropout: LoraDropout | None = None
+    adapter_path: LoraAdapterPath | None = None
     kernel_adapters: tuple[tuple[str, ...], int] = ((), 0)  # the kernels' own adapter terms
 
     def __init__(self, params: Params) -> None:
@@ -56,10 +56,11 @@ class FullTrainable:
         return self.params
 
 
-class LoraDropout(AdapterPath):
-    """peft's ``lora_dropout`` while training: ``y = W x + s B A dropout(x)`` for each targeted
-    projection, with its own mask per projection, layer and window (q, k and v read the same
-    ``xn`` through three masks, so the merged ``W + s B A`` is exact only without dropout).
+class LoraAdapterPath(AdapterPath):
+    """LoRA's forward and backward as peft trains: ``y = W x + s B A dropout(x)`` for each
+    targeted projection, with its own dropout mask per projection, layer and window (q, k and v
+    read the same ``xn`` through three masks, so a merged ``W + s B A`` would be exact only
+    without dropout). At ``lora_dropout`` 0 there are no masks and the input is used as is.
 
     The kernels hold the base ``W``. The adapter terms of the projections whose output stays
     inside a kernel (:data:`~anetrain.kernels.dynamic.INNER_PROJECTIONS`: q, k, v, gate, up) run
@@ -195,8 +196,8 @@ class LoraTrainable:
         self.grads = self.values.zeros_like()
         # the kernels keep the base and add the adapter terms (peft's unmerged forward), with
         # or without dropout: no merged copy of the adapted projections per update
-        self.dropout = LoraDropout(self.values, seed)
-        self.sink = LoraGrads(self.values, self.grads, self.dropout)
+        self.adapter_path = LoraAdapterPath(self.values, seed)
+        self.sink = LoraGrads(self.values, self.grads, self.adapter_path)
         self._base_staged: DynamicPipeline | None = None
 
     @property
@@ -214,8 +215,8 @@ class LoraTrainable:
         if self._base_staged is not pipeline:
             pipeline.stage_weights(weights)
             self._base_staged = pipeline
-        elif self.dropout.adapted:
-            pipeline.stage_weights(weights, only=[f"{n}.B" for n in self.dropout.adapted])
+        elif self.adapter_path.adapted:
+            pipeline.stage_weights(weights, only=[f"{n}.B" for n in self.adapter_path.adapted])
 
     def model_params(self) -> Params:
         return self.values.merged(self.params)
@@ -225,8 +226,8 @@ class LoraTrainable:
         dropout, the masks' seed)."""
         rec: dict[str, object] = {"config": self.lora.to_dict()}
         rec["base"] = {"id": self.base_id, "path": self.base_path}
-        if self.dropout.p:
-            rec["dropout"] = self.dropout.state_dict()
+        if self.adapter_path.p:
+            rec["dropout"] = self.adapter_path.state_dict()
         return rec
 
     def write_peft(self, folder: Path, adapters: Adapters | None = None) -> Path:
